@@ -1,0 +1,3 @@
+from promptdrop.cli import main
+
+raise SystemExit(main())
