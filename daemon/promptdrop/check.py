@@ -1,0 +1,109 @@
+"""`promptdrop check PATH…`: validate prompt files, folder defaults and rules files.
+
+Every file is checked exactly as the daemon would read it (same code in `spec`), so a file that
+passes here is one the daemon accepts. Nothing here calls the API or writes anything.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from promptdrop.spec import (
+    DEFAULTS_NAME,
+    PROMPT_SUFFIX,
+    Problem,
+    SpecError,
+    check_defaults_file,
+    read_prompt_file,
+    read_rules,
+)
+
+EXIT_VALID = 0
+EXIT_PROBLEMS = 1
+EXIT_USAGE = 2
+
+
+def _ignored(name: str) -> bool:
+    """Names promptdrop never takes up: hidden files (other than folder defaults), backups."""
+    return (name.startswith(".") and name != DEFAULTS_NAME) or name.endswith("~")
+
+
+def _found_in(folder: Path) -> list[Path]:
+    """Prompt and defaults files under `folder`, skipping hidden folders below it."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if _ignored(name):
+                continue
+            if name == DEFAULTS_NAME or name.endswith(PROMPT_SUFFIX):
+                found.append(Path(dirpath) / name)
+    return found
+
+
+def _checker(path: Path, root: Path) -> Callable[[], object] | None:
+    name = path.name
+    if name.endswith(PROMPT_SUFFIX):
+        return lambda: read_prompt_file(path, root)
+    if name == DEFAULTS_NAME:
+        return lambda: check_defaults_file(path, root)
+    if name.endswith(".toml"):
+        return lambda: read_rules(path)
+    return None
+
+
+def run_check(paths: Sequence[Path], out: TextIO, root: Path | None = None) -> int:
+    """Check every file and folder in `paths`; print `path:line:col: message` per problem.
+
+    Folders are searched recursively for `*.prompt.toml` and `.promptdrop.toml`; a file given
+    by name may also be a rules file (any other `*.toml`). The watched root used for `..` and
+    symlink checks is `root`, else the folder argument, else a file argument's folder. Ends with
+    a summary line. Returns 0 when all files are valid, 1 when any has a problem, 2 when a path
+    does not exist or is not a file promptdrop reads (nothing is checked then).
+    """
+    jobs: list[tuple[Path, Callable[[], object]]] = []
+    usage_errors: list[str] = []
+    for given in paths:
+        given = Path(given)
+        if not os.path.lexists(given):
+            usage_errors.append(f"promptdrop check: no such file or folder: {given}")
+        elif given.is_dir():
+            folder_root = root if root is not None else given
+            for found in _found_in(given):
+                check = _checker(found, folder_root)
+                if check is not None:
+                    jobs.append((found, check))
+        else:
+            check = _checker(given, root if root is not None else given.absolute().parent)
+            if check is None:
+                usage_errors.append(
+                    f"promptdrop check: {given} is not a prompt file (NAME{PROMPT_SUFFIX}), "
+                    f"folder defaults ({DEFAULTS_NAME}) or rules file (NAME.toml)")
+            else:
+                jobs.append((given, check))
+    if usage_errors:
+        for line in usage_errors:
+            print(line, file=out)
+        return EXIT_USAGE
+
+    printed: set[Problem] = set()
+    failed = 0
+    for _path, check in jobs:
+        try:
+            check()
+        except SpecError as exc:
+            failed += 1
+            for problem in exc.problems:
+                # A broken .promptdrop.toml shows up under every prompt file below it: say it once.
+                if problem not in printed:
+                    printed.add(problem)
+                    print(problem, file=out)
+    files = f"{len(jobs)} file" + ("" if len(jobs) == 1 else "s")
+    if failed:
+        print(f"checked {files}: {failed} with problems", file=out)
+        return EXIT_PROBLEMS
+    print(f"checked {files}: all valid", file=out)
+    return EXIT_VALID
