@@ -1,0 +1,70 @@
+"""Result images: real pictures of the requested size whose content follows the prompt."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import textwrap
+
+from PIL import Image, ImageDraw, ImageFont
+
+# The documented sizes, in pixels.
+SIZES: dict[str, tuple[int, int]] = {
+    "1:1": (1024, 1024),
+    "16:9": (1792, 1024),
+    "9:16": (1024, 1792),
+    "4:3": (1365, 1024),
+    "3:4": (1024, 1365),
+    "3:2": (1536, 1024),
+    "2:3": (1024, 1536),
+}
+
+
+def _colour(b: bytes) -> tuple[int, int, int]:
+    return (b[0], b[1], b[2])
+
+
+@functools.lru_cache(maxsize=1)
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=28)
+    except (OSError, ImportError):  # Pillow built without FreeType: the small bitmap font
+        return ImageFont.load_default()
+
+
+@functools.lru_cache(maxsize=64)
+def render(prompt: str, size: str, fmt: str) -> bytes:
+    """Return encoded image bytes (fmt "png" or "jpeg") of exactly SIZES[size] pixels.
+
+    The bands, their colours and the disc come from a hash of the prompt, so different
+    prompts give different bytes and the same prompt the same bytes. Flat colour keeps
+    encoding cheap; results are cached by (prompt, size, fmt).
+    """
+    width, height = SIZES[size]
+    digest = hashlib.sha256(prompt.encode("utf-8")).digest()
+    img = Image.new("RGB", (width, height), _colour(digest[0:3]))
+    draw = ImageDraw.Draw(img)
+    bands = 3 + digest[3] % 5
+    vertical = bool(digest[4] & 1)
+    span = width if vertical else height
+    for i in range(bands):
+        start = span * i // bands
+        end = span * (i + 1) // bands
+        box = (start, 0, end, height) if vertical else (0, start, width, end)
+        draw.rectangle(box, fill=_colour(digest[5 + 3 * i : 8 + 3 * i]))
+    radius = min(width, height) // (3 + digest[26] % 3)
+    cx, cy = width // 2, height // 2
+    draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=_colour(digest[27:30]))
+    # The prompt itself, so a person trying promptdrop sees which file made which image.
+    text = "\n".join(textwrap.wrap(prompt, 60)[:6])
+    draw.rectangle((0, height - 230, width, height), fill=(255, 255, 255))
+    draw.multiline_text((24, height - 214), text, fill=(20, 20, 20), font=_font(), spacing=6)
+    buf = io.BytesIO()
+    if fmt == "png":
+        img.save(buf, "PNG", compress_level=1)
+    elif fmt == "jpeg":
+        img.save(buf, "JPEG", quality=85)
+    else:
+        raise ValueError(f"cannot render format {fmt!r}")
+    return buf.getvalue()
