@@ -22,7 +22,97 @@ folder (default: $STATE_DIRECTORY, else $XDG_STATE_HOME/promptdrop).
 def _cmd_check(args: argparse.Namespace) -> int:
     from promptdrop.check import run_check
 
-    return run_check([Path(p) for p in args.paths], sys.stdout)
+    return run_check([Path(p) for p in args.paths], sys.stdout, root=args.root)
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    from promptdrop.ledger import default_state_dir
+
+    return Path(args.state_dir) if args.state_dir else default_state_dir()
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    from promptdrop import logs
+    from promptdrop.api import DEFAULT_BASE_URL
+    from promptdrop.engine import EngineOptions
+    from promptdrop.service import (
+        AlreadyRunning,
+        ConfigError,
+        WatchOptions,
+        resolve_api_key,
+        run,
+    )
+    from promptdrop.spec import SpecError, read_rules, rules_for_folders
+
+    logs.configure(json=None if args.log_format == "auto" else args.log_format == "json")
+    try:
+        if args.rules:
+            rules = read_rules(Path(args.rules))
+        elif args.folders:
+            rules = rules_for_folders([Path(f) for f in args.folders])
+        else:
+            print("promptdrop watch: name a folder to watch, or a rules file with --rules",
+                  file=sys.stderr)
+            return 2
+        key = resolve_api_key(Path(args.api_key_file) if args.api_key_file else None)
+        if not key:
+            print("promptdrop watch: no API key. Set TOAPIS_API_KEY, or pass --api-key-file, "
+                  "or (under systemd) the credential 'toapis-api-key'. To try promptdrop "
+                  "without a key, run: promptdrop demo", file=sys.stderr)
+            return 2
+        logs.register_secret(key)
+        base_url = (os.environ.get("TOAPIS_BASE_URL") or rules.api.base_url or DEFAULT_BASE_URL)
+        opts = WatchOptions(
+            rules=rules, state_dir=_state_dir(args), api_key=key, base_url=base_url,
+            once=args.once, progress=args.once and sys.stderr.isatty(),
+            engine=EngineOptions(poll_first=args.poll_interval, poll_interval=args.poll_interval),
+        )
+        return asyncio.run(run(opts))
+    except SpecError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except (AlreadyRunning, ConfigError) as exc:
+        print(f"promptdrop watch: {exc}", file=sys.stderr)
+        return 2
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from promptdrop.admin import print_status
+    from promptdrop.ledger import LEDGER_NAME, Ledger
+
+    path = _state_dir(args) / LEDGER_NAME
+    if not path.exists():
+        print(f"promptdrop status: no ledger yet at {path} (the daemon has not run here)",
+              file=sys.stderr)
+        return 1
+    with Ledger(path) as ledger:
+        return print_status(ledger, sys.stdout, as_json=args.json)
+
+
+def _cmd_retry(args: argparse.Namespace) -> int:
+    from promptdrop.admin import retry
+    from promptdrop.ledger import LEDGER_NAME, Ledger
+
+    path = _state_dir(args) / LEDGER_NAME
+    if not path.exists():
+        print(f"promptdrop retry: no ledger at {path}", file=sys.stderr)
+        return 1
+    with Ledger(path) as ledger:
+        n = retry(ledger, Path(args.path), sys.stdout, force=args.force)
+    print(f"{n} job(s) queued again; the running daemon picks them up within seconds "
+          "(or the next `promptdrop watch`).")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from promptdrop import logs
+    from promptdrop.demo import run_demo
+
+    logs.configure(json=False, level="warning")
+    return run_demo(Path(args.folder), Path(args.state_dir) if args.state_dir else None)
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -57,7 +147,63 @@ def build_parser() -> argparse.ArgumentParser:
         "for each problem; exits 0 when all are valid, 1 otherwise.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="a file or a folder")
+    p.add_argument("--root", type=Path, default=None,
+                   help="the watched folder that references must stay inside "
+                   "(default: the folder given, or a file's own folder)")
     p.set_defaults(func=_cmd_check)
+
+    def state_dir_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--state-dir", metavar="DIR",
+                       help="where the ledger lives (default: $PROMPTDROP_STATE_DIR, else "
+                       "$STATE_DIRECTORY, else $XDG_STATE_HOME/promptdrop); keep it on local disk")
+
+    p = sub.add_parser(
+        "watch",
+        help="the daemon: watch folders and turn prompt files into images",
+        description="Watch folders for NAME.prompt.toml files and write each one's image next "
+        "to it. Folders given here are watched recursively with default settings; --rules "
+        "gives per-folder settings. Stop with Ctrl-C or SIGTERM: running tasks resume on the "
+        "next start.",
+    )
+    p.add_argument("folders", nargs="*", metavar="FOLDER", help="a folder to watch")
+    p.add_argument("--rules", metavar="FILE", help="a rules file (see rules/*.rules.toml)")
+    p.add_argument("--once", action="store_true",
+                   help="process every prompt file present, wait for the images, and exit: "
+                   "0 when all succeeded, 1 when some failed")
+    state_dir_option(p)
+    p.add_argument("--api-key-file", metavar="FILE", help="read the API key from this file")
+    p.add_argument("--poll-interval", type=float, default=5.0, metavar="SECONDS",
+                   help="how often running tasks are polled (default 5, as the API advises)")
+    p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto",
+                   help="auto: readable on a terminal, JSON lines otherwise")
+    p.set_defaults(func=_cmd_watch)
+
+    p = sub.add_parser("status", help="list the jobs in the ledger",
+                       description="List every job: state, prompt file, task, image, error.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    state_dir_option(p)
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser(
+        "retry", help="make a file or folder again on purpose",
+        description="Queue the failed and ambiguous jobs of a prompt file (or of every prompt "
+        "file under a folder) again. With --force, finished ones too: that pays again.",
+    )
+    p.add_argument("path", metavar="PATH", help="a prompt file or a folder")
+    p.add_argument("--force", action="store_true",
+                   help="also regenerate images that were made successfully (paid again)")
+    state_dir_option(p)
+    p.set_defaults(func=_cmd_retry)
+
+    p = sub.add_parser(
+        "demo", help="try promptdrop on example prompts with the built-in emulator",
+        description="Copy the example prompts into FOLDER, start the built-in emulator, make "
+        "their images, and say where they are. Needs no API key and no network.",
+    )
+    p.add_argument("folder", nargs="?", default="promptdrop-demo",
+                   help="where to put the examples (default ./promptdrop-demo)")
+    state_dir_option(p)
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(
         "schema",

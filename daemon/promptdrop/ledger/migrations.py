@@ -1,0 +1,118 @@
+"""The ledger's schema, as an append-only list of migrations.
+
+Never edit or reorder a migration that has shipped: add a new one at the end. Each runs once,
+inside a transaction, and is recorded in the `migrations` table by name.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from sqlite_utils import Database
+
+
+def _m001_initial(db: Database) -> None:
+    db["jobs"].create(
+        {
+            "id": int,
+            "request_hash": str,
+            "image_index": int,
+            "rule": str,
+            "state": str,
+            "generation": int,  # bumped by each deliberate retry
+            "request_json": str,
+            "attempts": int,  # paid POSTs sent for this job, all generations
+            "task_id": str,
+            "task_json": str,
+            "result_url": str,
+            "expires_at": float,
+            "image_sha256": str,
+            "image_format": str,
+            "error": str,
+            "created_at": float,
+            "updated_at": float,
+            "intent_at": float,
+            "submitted_at": float,
+            "finished_at": float,
+        },
+        pk="id",
+        not_null=["request_hash", "image_index", "state", "request_json"],
+        defaults={"generation": 0, "attempts": 0},
+    )
+    db["jobs"].create_index(["request_hash", "image_index"], unique=True)
+    db["jobs"].create_index(["state"])
+
+    db["sources"].create(
+        {
+            "path": str,
+            "rule": str,
+            "status": str,  # active | invalid | blocked | conflict | deleted
+            "content_sha256": str,
+            "request_hash": str,
+            "image_count": int,
+            "error": str,
+            "updated_at": float,
+        },
+        pk="path",
+        not_null=["status"],
+    )
+    db["sources"].create_index(["request_hash"])
+
+    db["outputs"].create(
+        {
+            "id": int,
+            "path": str,
+            "job_id": int,
+            "generation": int,
+            "source_path": str,
+            "sha256": str,
+            "format": str,
+            "written_at": float,
+            "superseded": int,
+        },
+        pk="id",
+        not_null=["path", "job_id", "sha256"],
+        defaults={"superseded": 0, "generation": 0},
+    )
+    db["outputs"].create_index(["path"], unique=True)
+    db["outputs"].create_index(["job_id"])
+    db["outputs"].create_index(["source_path"])
+
+    db["uploads"].create(
+        {"sha256": str, "url": str, "upload_id": str, "response_json": str, "uploaded_at": float},
+        pk="sha256",
+    )
+
+    db["job_events"].create(
+        {"id": int, "job_id": int, "at": float, "from_state": str, "to_state": str, "detail": str},
+        pk="id",
+    )
+    db["job_events"].create_index(["job_id"])
+
+
+MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
+    ("001_initial", _m001_initial),
+]
+
+
+def migrate(db: Database) -> list[str]:
+    """Apply every migration not yet recorded; return the names applied now."""
+    db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+    done = {row["name"] for row in db.query("SELECT name FROM migrations")}
+    applied = []
+    for name, step in MIGRATIONS:
+        if name in done:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            step(db)
+            db.execute(
+                "INSERT INTO migrations (name, applied_at) VALUES (?, ?)", [name, time.time()]
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied
