@@ -96,9 +96,9 @@ class Engine:
         best: RuleConfig | None = None
         for rule in self.rules.values():
             root = Path(rule.path)
-            if path == root or root in path.parents:
-                if best is None or len(str(root)) > len(str(best.path)):
-                    best = rule
+            inside = path == root or root in path.parents
+            if inside and (best is None or len(str(root)) > len(str(best.path))):
+                best = rule
         return best
 
     async def handle_file(self, path: Path, rule: RuleConfig, *, settle_retry: bool = True) -> None:

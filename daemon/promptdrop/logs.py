@@ -38,7 +38,9 @@ def _redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutabl
     return event
 
 
-def configure(*, json: bool | None = None, level: str = "info", stream: TextIO | None = None) -> None:
+def configure(
+    *, json: bool | None = None, level: str = "info", stream: TextIO | None = None
+) -> None:
     """Set up structlog once per process: JSON unless `stream` is a terminal."""
     out = stream or sys.stderr
     if json is None:

@@ -153,10 +153,11 @@ async def _once(engine: Engine, opts: WatchOptions) -> int:
     log.info("scan done", prompt_files=len(sources))
     waiter = asyncio.ensure_future(engine.wait_idle())
     progress = _Progress(engine, sources, enabled=opts.progress)
+    stopped = asyncio.ensure_future(stop.wait())
     try:
         while not waiter.done():
-            done, _ = await asyncio.wait({waiter, asyncio.ensure_future(stop.wait())},
-                                         timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({waiter, stopped}, timeout=1.0,
+                               return_when=asyncio.FIRST_COMPLETED)
             progress.update()
             if stop.is_set():
                 log.info("stopping on signal; running tasks resume on the next start")
@@ -165,6 +166,7 @@ async def _once(engine: Engine, opts: WatchOptions) -> int:
     finally:
         progress.close()
         waiter.cancel()
+        stopped.cancel()
     return 0 if _all_done(engine, sources) else 1
 
 
