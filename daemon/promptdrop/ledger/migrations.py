@@ -99,12 +99,13 @@ MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
 def migrate(db: Database) -> list[str]:
     """Apply every migration not yet recorded; return the names applied now."""
     db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL)")
-    done = {row["name"] for row in db.query("SELECT name FROM migrations")}
     applied = []
     for name, step in MIGRATIONS:
-        if name in done:
-            continue
         db.execute("BEGIN IMMEDIATE")
+        # Read under the write lock: another process may have migrated while we waited.
+        if list(db.query("SELECT name FROM migrations WHERE name = ?", [name])):
+            db.execute("COMMIT")
+            continue
         try:
             step(db)
             db.execute(

@@ -331,7 +331,8 @@ class Ledger:
 
     def submissions_since(self, since: float, rule: str | None = None) -> int:
         """Paid POSTs whose intent was committed at or after `since` (for daily budgets)."""
-        sql = "SELECT COUNT(*) AS n FROM job_events WHERE to_state = ? AND at >= ?"
+        sql = ("SELECT COUNT(*) AS n FROM job_events"
+               " WHERE to_state = ? AND from_state <> to_state AND at >= ?")
         params: list[Any] = [str(JobState.SUBMITTING), since]
         if rule is not None:
             sql += " AND job_id IN (SELECT id FROM jobs WHERE rule = ?)"
@@ -429,9 +430,12 @@ class Ledger:
 
     def move_output(self, old: Path | str, new: Path | str) -> None:
         """Record that one of our files was renamed aside to keep an earlier version."""
-        self.db.execute(
-            "UPDATE outputs SET path = ?, superseded = 1 WHERE path = ?", [str(new), str(old)]
-        )
+        with self._tx():
+            # A stale record of a file the user deleted must not block the name.
+            self.db.execute("DELETE FROM outputs WHERE path = ?", [str(new)])
+            self.db.execute(
+                "UPDATE outputs SET path = ?, superseded = 1 WHERE path = ?", [str(new), str(old)]
+            )
 
     def outputs_for_job(self, job_id: int) -> list[Output]:
         rows = self.db.query("SELECT * FROM outputs WHERE job_id = ? ORDER BY id", [job_id])
