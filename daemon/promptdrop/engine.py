@@ -88,6 +88,7 @@ class Engine:
         self._unpaused.set()
         self._fresh: set[int] = set()  # submitted by this process, not yet polled
         self._polled: set[int] = set()
+        self._upload_locks: dict[str, asyncio.Lock] = {}
 
     # Sources --------------------------------------------------------------------------------
 
@@ -114,7 +115,9 @@ class Engine:
                 and prev.status in ("active", "invalid")):
             # Touched, re-synced or rescanned with the same bytes: nothing new to pay for.
             if prev.status == "active" and prev.request_hash:
-                self._kick_request(prev.request_hash)
+                for job in self.ledger.jobs_for_request(prev.request_hash):
+                    if job.image_index <= (prev.image_count or 1):
+                        await self._consider(job, path, rule)
             return
         try:
             request = await asyncio.to_thread(
@@ -188,11 +191,6 @@ class Engine:
                 outputs.write_note(source, _ambiguous_text(job, source))
         else:
             self.launch(job.id)
-
-    def _kick_request(self, request_hash: str) -> None:
-        for job in self.ledger.jobs_for_request(request_hash):
-            if job.state not in FINAL:
-                self.launch(job.id)
 
     def _foreign_output(self, source: Path, count: int, request_hash: str) -> Path | None:
         """A file under one of this source's output names that promptdrop did not write."""
@@ -377,9 +375,15 @@ class Engine:
         return any("refused upload URL" in (e["detail"] or "") for e in self.ledger.events(job.id))
 
     async def _upload(self, ref: dict[str, Any]) -> str:
-        cached = self.ledger.cached_upload(ref["sha256"])
-        if cached:
-            return cached
+        # One upload per content hash, even when many jobs want the same reference at once.
+        lock = self._upload_locks.setdefault(ref["sha256"], asyncio.Lock())
+        async with lock:
+            cached = self.ledger.cached_upload(ref["sha256"])
+            if cached:
+                return cached
+            return await self._upload_now(ref)
+
+    async def _upload_now(self, ref: dict[str, Any]) -> str:
         data = await asyncio.to_thread(Path(ref["path"]).read_bytes)
         if hashlib.sha256(data).hexdigest() != ref["sha256"]:
             raise ValueError("it changed after the prompt file was read")
