@@ -199,7 +199,7 @@ class _Progress:
         self.bar = None
         self.last_log = time.monotonic()
         if enabled:
-            from tqdm import tqdm
+            from tqdm import tqdm  # type: ignore[import-untyped]
 
             self.bar = tqdm(total=self._total(), unit="image", file=sys.stderr)
 

@@ -13,7 +13,7 @@ from sqlite_utils import Database
 
 
 def _m001_initial(db: Database) -> None:
-    db["jobs"].create(
+    db.table("jobs").create(
         {
             "id": int,
             "request_hash": str,
@@ -40,10 +40,10 @@ def _m001_initial(db: Database) -> None:
         not_null=["request_hash", "image_index", "state", "request_json"],
         defaults={"generation": 0, "attempts": 0},
     )
-    db["jobs"].create_index(["request_hash", "image_index"], unique=True)
-    db["jobs"].create_index(["state"])
+    db.table("jobs").create_index(["request_hash", "image_index"], unique=True)
+    db.table("jobs").create_index(["state"])
 
-    db["sources"].create(
+    db.table("sources").create(
         {
             "path": str,
             "rule": str,
@@ -57,9 +57,9 @@ def _m001_initial(db: Database) -> None:
         pk="path",
         not_null=["status"],
     )
-    db["sources"].create_index(["request_hash"])
+    db.table("sources").create_index(["request_hash"])
 
-    db["outputs"].create(
+    db.table("outputs").create(
         {
             "id": int,
             "path": str,
@@ -75,20 +75,20 @@ def _m001_initial(db: Database) -> None:
         not_null=["path", "job_id", "sha256"],
         defaults={"superseded": 0, "generation": 0},
     )
-    db["outputs"].create_index(["path"], unique=True)
-    db["outputs"].create_index(["job_id"])
-    db["outputs"].create_index(["source_path"])
+    db.table("outputs").create_index(["path"], unique=True)
+    db.table("outputs").create_index(["job_id"])
+    db.table("outputs").create_index(["source_path"])
 
-    db["uploads"].create(
+    db.table("uploads").create(
         {"sha256": str, "url": str, "upload_id": str, "response_json": str, "uploaded_at": float},
         pk="sha256",
     )
 
-    db["job_events"].create(
+    db.table("job_events").create(
         {"id": int, "job_id": int, "at": float, "from_state": str, "to_state": str, "detail": str},
         pk="id",
     )
-    db["job_events"].create_index(["job_id"])
+    db.table("job_events").create_index(["job_id"])
 
 
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
