@@ -258,6 +258,10 @@ class Engine:
     async def _run(self, job_id: int) -> None:
         job = self.ledger.get_job(job_id)
         slot = self._slots.get(job.rule or "")
+        # Every log line of this job's task carries the job, its prompt file and its task id.
+        sources = self._live_sources(job)
+        structlog.contextvars.bind_contextvars(
+            job=job.id, source=str(sources[0]) if sources else None, task=job.task_id)
         try:
             if slot is None:
                 await self._drive(job_id)
@@ -366,6 +370,7 @@ class Engine:
             self._critical -= 1
         self._move(job, S.SUBMITTING, S.RUNNING, f"task {task.id}", task_id=task.id,
                    task_json=_json(task.raw), submitted_at=self._clock())
+        structlog.contextvars.bind_contextvars(task=task.id)
         self._fresh.add(job.id)
         if self.pause is not None:
             self.note_success()
