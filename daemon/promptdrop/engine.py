@@ -34,6 +34,7 @@ from promptdrop.api import (
     ToApisClient,
     TransientError,
 )
+from promptdrop.crashpoints import reached
 from promptdrop.ledger import FINAL, Job, JobState, Ledger, StaleTransition
 from promptdrop.spec import RuleConfig, SpecError, read_prompt_file
 
@@ -334,6 +335,7 @@ class Engine:
         # The intent is committed before the request leaves: a crash from here on is ambiguous.
         job = self._move(job, job.state, S.SUBMITTING, "submitting", count_attempt=True,
                          intent_at=self._clock())
+        reached("after_intent")
         self._critical += 1
         try:
             task = await self.client.submit(
@@ -368,8 +370,10 @@ class Engine:
             return
         finally:
             self._critical -= 1
+        reached("after_answer")
         self._move(job, S.SUBMITTING, S.RUNNING, f"task {task.id}", task_id=task.id,
                    task_json=_json(task.raw), submitted_at=self._clock())
+        reached("after_running")
         structlog.contextvars.bind_contextvars(task=task.id)
         self._fresh.add(job.id)
         if self.pause is not None:
@@ -450,11 +454,13 @@ class Engine:
                 log.warning("download failed; polling again", job=job.id, error=exc.message)
                 self._move(job, S.DOWNLOADING, S.RUNNING, f"download failed: {exc.message}")
                 return
+            reached("after_download")
             sha = hashlib.sha256(result.data).hexdigest()
             written = 0
             for source in self._live_sources(job):
                 if await self._place(job, source, result.data, result.format):
                     written += 1
+            reached("before_done")
             if written == 0:
                 self.ledger.note_event(job.id, "no prompt file wants this image any more "
                                                "(deleted or changed); nothing written")
@@ -525,6 +531,7 @@ class Engine:
             aside = await asyncio.to_thread(self._set_aside, final)
             self.ledger.move_output(final, aside)
         await asyncio.to_thread(outputs.write_atomic, final, data)
+        reached("after_rename")
         self.ledger.record_output(final, job=job, source_path=source,
                                   sha256=hashlib.sha256(data).hexdigest(), fmt=fmt)
         outputs.clear_note(source)

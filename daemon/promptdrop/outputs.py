@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from promptdrop import imaging
+from promptdrop.crashpoints import reached
 from promptdrop.spec import PROMPT_SUFFIX
 
 TEMP_PREFIX = ".promptdrop-tmp-"
@@ -256,6 +257,7 @@ def write_atomic(path: StrPath, data: bytes) -> None:
     if os.path.lexists(final):
         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fspath(final))
     tmp = _write_temp(final.parent, data)
+    reached("after_temp")
     try:
         _place(os.fspath(tmp), os.fspath(final))
     except BaseException:

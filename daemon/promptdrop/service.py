@@ -18,6 +18,7 @@ import structlog
 from promptdrop.api import DEFAULT_BASE_URL, ToApisClient
 from promptdrop.engine import Engine, EngineOptions
 from promptdrop.ledger import FINAL, JobState, Ledger
+from promptdrop.outputs import cleanup_temps
 from promptdrop.spec import RuleConfig, RulesFile
 from promptdrop.watcher import FileEvent, Watcher, WatchRoot, is_candidate, is_conflict_copy
 
@@ -121,6 +122,9 @@ async def run(opts: WatchOptions) -> int:
         try:
             recovery = ledger.recover()
             log.info("ledger opened", path=str(ledger.path), recovery=str(recovery))
+            removed = await asyncio.to_thread(_clean_temporaries, opts.rules.rules)
+            if removed:
+                log.info("removed temporary files left by an earlier stop", count=removed)
             group = opts.rules.api.account_group
             async with ToApisClient(opts.api_key, opts.base_url, account_group=group) as client:
                 engine = Engine(ledger, client, opts.rules.rules, opts.engine)
@@ -129,6 +133,20 @@ async def run(opts: WatchOptions) -> int:
                 return await _daemon(engine, opts)
         finally:
             ledger.close()
+
+
+def _clean_temporaries(rules: list[RuleConfig], older_than: float = 30.0) -> int:
+    """Remove our own half-written temporaries that a crash left behind.
+
+    Only files older than `older_than` seconds: on a shared drive another host may be
+    writing one right now.
+    """
+    removed = 0
+    for rule in rules:
+        for folder, dirs, _files in os.walk(rule.path):
+            dirs[:] = [d for d in dirs if not d.startswith(".")] if rule.recursive else []
+            removed += cleanup_temps(folder, older_than=older_than)
+    return removed
 
 
 def _install_signals(stop: asyncio.Event) -> None:
