@@ -457,9 +457,18 @@ class Engine:
             reached("after_download")
             sha = hashlib.sha256(result.data).hexdigest()
             written = 0
-            for source in self._live_sources(job):
-                if await self._place(job, source, result.data, result.format):
-                    written += 1
+            try:
+                for source in self._live_sources(job):
+                    if await self._place(job, source, result.data, result.format):
+                        written += 1
+            except OSError as exc:
+                # Disk full, a share gone read-only...: nothing partial was left under a final
+                # name; fetch and write again later (the result link lives about a day).
+                log.error("could not write the image; will try again", job=job.id,
+                          error=exc.strerror or str(exc), wait=self.options.retry_later)
+                self._move(job, S.DOWNLOADING, S.RUNNING, f"write failed: {exc}")
+                await asyncio.sleep(self.options.retry_later)
+                return
             reached("before_done")
             if written == 0:
                 self.ledger.note_event(job.id, "no prompt file wants this image any more "

@@ -8,6 +8,7 @@ import fcntl
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -150,6 +151,8 @@ def _clean_temporaries(rules: list[RuleConfig], older_than: float = 30.0) -> int
 
 
 def _install_signals(stop: asyncio.Event) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return  # embedded in another program's thread: its owner handles signals
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         # The handler only sets a flag; the main loop drains and exits.
