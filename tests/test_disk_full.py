@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from figures import record
 from promptdrop.emulator import Emulator
 from promptdrop.engine import EngineOptions
 from promptdrop.ledger import LEDGER_NAME
@@ -96,3 +97,5 @@ def test_disk_full_while_writing_leaves_nothing_partial_and_recovers(
         assert img.size == (1792, 1024)
     assert len(emulator.stats()["submissions"]) == 1
     assert not [p for p in small_fs.iterdir() if p.name.startswith(".promptdrop-tmp-")]
+    record("disk_full", {"failed_writes": _write_failures(state), "partial_images": 0,
+                         "submissions": len(emulator.stats()["submissions"])})

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from figures import record
 from promptdrop.crashpoints import POINTS
 from promptdrop.emulator import Emulator, EmulatorConfig, Faults
 from promptdrop.engine import EngineOptions
@@ -45,8 +46,15 @@ class Folder(RuleBasedStateMachine):
         self.emu = Emulator(EmulatorConfig(latency=0.02, rate_limits=None, seed=0)).start()
         self.files: dict[str, str] = {}  # name -> prompt text, as on disk
         self.faulted: set[str] = set()  # prompts whose job an injected fault may have ended
+        self.steps = 0
+        self.crashes = 0
 
     def teardown(self) -> None:
+        stats = self.emu.stats()
+        record("stateful", {"sequences": 1, "steps": self.steps, "crashes": self.crashes,
+                            "paid_submissions": len(stats["submissions"]),
+                            "distinct_requests_paid": len({s["prompt"] for s in
+                                                           stats["submissions"]})})
         self.emu.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -101,11 +109,13 @@ class Folder(RuleBasedStateMachine):
              "--state-dir", str(self.state), "--poll-interval", "0.02"],
             env=env, capture_output=True, timeout=60, check=False,
         )
+        self.crashes += 1
         if point in ("after_intent", "after_answer"):
             self.faulted.update(self.files.values())  # may be left ambiguous: by design
         self._pass()
 
     def _pass(self) -> None:
+        self.steps += 1
         opts = WatchOptions(rules=rules_for_folders([self.folder]), state_dir=self.state,
                             api_key="k", base_url=self.emu.base_url, once=True, engine=FAST)
         asyncio.run(run(opts))
