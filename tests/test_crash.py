@@ -1,0 +1,359 @@
+"""Crash tests: the real daemon as a subprocess, SIGKILLed at random moments and at each named
+crash point (promptdrop.crashpoints), then restarted.
+
+What must hold whatever the moment of the kill: no request is paid twice, no prompt file loses
+its image unless its job is honestly marked ambiguous, no file under a final name is partial,
+and the ledger stays a sound SQLite database with one job per prompt file.
+
+Quick by default; PROMPTDROP_LONG=1 runs the long crash loop (200 files, 30 kills).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from PIL import Image
+
+from promptdrop.crashpoints import POINTS
+from promptdrop.emulator import Emulator
+from promptdrop.outputs import TEMP_PREFIX
+
+CANARY = "sk-canary-crash-0123456789"
+MAX_IN_FLIGHT = 16
+FINAL_STATES = {"done", "failed", "ambiguous"}
+IMAGE_SUFFIXES = (".png", ".jpg", ".webp")
+T = TypeVar("T")
+
+
+def wait_for(cond: Callable[[], T], what: str, timeout: float = 30.0) -> T:
+    """Poll `cond` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def image_for(source: Path) -> Path | None:
+    stem = source.name.removesuffix(".prompt.toml")
+    for ext in IMAGE_SUFFIXES:
+        candidate = source.with_name(stem + ext)
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def note_for(source: Path) -> Path:
+    return source.with_name(source.name.removesuffix(".prompt.toml") + ".error.txt")
+
+
+def decodes(path: Path) -> bool:
+    try:
+        with Image.open(path) as im:
+            im.load()  # the whole image, so a truncated file fails here
+    except (OSError, SyntaxError):
+        return False
+    return True
+
+
+@dataclass
+class Ledger:
+    """A read-only look at the daemon's SQLite ledger (safe while the daemon runs: WAL)."""
+
+    path: Path
+
+    def _query(self, sql: str) -> list[tuple[Any, ...]]:
+        if not self.path.exists():
+            return []
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0)
+        try:
+            return list(db.execute(sql))
+        except sqlite3.OperationalError:
+            return []  # tables not created yet
+        finally:
+            db.close()
+
+    def sources(self) -> dict[str, str | None]:
+        """Prompt file path -> request hash."""
+        return {p: h for p, h in self._query("SELECT path, request_hash FROM sources")}
+
+    def jobs(self) -> list[tuple[str, int, str]]:
+        """(request hash, image index, state) of every job."""
+        return [(h, i, s) for h, i, s in
+                self._query("SELECT request_hash, image_index, state FROM jobs")]
+
+    def state_by_source(self) -> dict[str, str]:
+        """Prompt file path -> the state of its (single) job."""
+        by_hash = {h: s for h, _i, s in self.jobs()}
+        return {p: by_hash[h] for p, h in self.sources().items() if h in by_hash}
+
+    def integrity(self) -> str:
+        rows = self._query("PRAGMA integrity_check")
+        return ";".join(str(r[0]) for r in rows)
+
+
+@dataclass
+class Rig:
+    """A watched folder, a state directory, an emulator, and the daemons started on them."""
+
+    tmp: Path
+    emu: Emulator
+    folder: Path
+    state: Path
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def ledger(self) -> Ledger:
+        return Ledger(self.state / "ledger.sqlite3")
+
+    def rules(self) -> Path:
+        path = self.tmp / "rules.toml"
+        path.write_text(
+            '[api]\naccount_group = "svip"\n'
+            "[[rules]]\n"
+            'name = "drop"\n'
+            f"path = {json.dumps(str(self.folder))}\n"
+            "settle = 0.2\n"
+            f"max_in_flight = {MAX_IN_FLIGHT}\n",
+            encoding="utf-8",
+        )
+        return path
+
+    def start(self, crash_at: str | None = None) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("PROMPTDROP_STATE_DIR", "STATE_DIRECTORY", "CREDENTIALS_DIRECTORY",
+                            "PROMPTDROP_CRASH_AT", "PROMPTDROP_CRASH_AFTER")}
+        env["TOAPIS_BASE_URL"] = self.emu.base_url
+        env["TOAPIS_API_KEY"] = CANARY
+        if crash_at is not None:
+            env["PROMPTDROP_CRASH_AT"] = crash_at
+        n = len(self.procs)
+        with (self.tmp / f"daemon{n}.err").open("wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "promptdrop", "watch", "--rules", str(self.rules()),
+                 "--state-dir", str(self.state), "--poll-interval", "0.1", "--log-format", "json"],
+                stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, env=env,
+                cwd=self.tmp,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def log(self, proc: subprocess.Popen[bytes]) -> str:
+        return (self.tmp / f"daemon{self.procs.index(proc)}.err").read_text(errors="replace")
+
+    def opened(self, proc: subprocess.Popen[bytes]) -> bool:
+        """The daemon has opened (and recovered) its ledger."""
+        return '"ledger opened"' in self.log(proc)
+
+    def watching(self, proc: subprocess.Popen[bytes]) -> bool:
+        """The daemon has installed its signal handlers and watches the folder."""
+        return '"watching"' in self.log(proc)
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> int:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def drop(self, name: str, prompt: str) -> Path:
+        path = self.folder / name
+        path.write_text(f"prompt = {json.dumps(prompt)}\n", encoding="utf-8")
+        return path
+
+    def submissions(self) -> Counter[str]:
+        """Paid submissions (tasks the emulator created), counted per prompt text."""
+        return Counter(s["prompt"] for s in self.emu.stats()["submissions"])
+
+
+@pytest.fixture
+def rig(tmp_path: Path, emulator_factory: Callable[..., Emulator]) -> Iterator[Rig]:
+    emu = emulator_factory(api_key=CANARY, latency=0.3, jitter=0.0, rate_limits=None)
+    folder, state = tmp_path / "drop", tmp_path / "state"
+    folder.mkdir()
+    r = Rig(tmp=tmp_path, emu=emu, folder=folder, state=state)
+    try:
+        yield r
+    finally:
+        for proc in r.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def _settled(rig: Rig, sources: list[Path]) -> bool:
+    """Every prompt file has a job in a final state, every done one has its image and every
+    ambiguous one its note."""
+    states = rig.ledger.state_by_source()
+    for src in sources:
+        state = states.get(str(src))
+        if state not in FINAL_STATES:
+            return False
+        if state == "done" and image_for(src) is None:
+            return False
+        if state == "ambiguous" and not note_for(src).exists():
+            return False  # the note is written when the restarted daemon takes the file up
+    return True
+
+
+# ---------------------------------------------------------------------------------- crash loop
+
+
+def test_random_sigkills_never_pay_twice_lose_an_image_or_leave_a_partial_file(
+        rig: Rig) -> None:
+    long = os.environ.get("PROMPTDROP_LONG") == "1"
+    n_files, kills = (200, 30) if long else (60, 8)
+    rng = random.Random(20240611)
+    sources = [rig.drop(f"p{i:03d}.prompt.toml", f"crash loop prompt number {i}")
+               for i in range(n_files)]
+
+    for _ in range(kills):
+        proc = rig.start()
+        # Mostly measured from the moment the ledger is open (so the kill lands in real work);
+        # sometimes from the exec, so that start-up and recovery get killed too.
+        if rng.random() < 0.75:
+            wait_for(lambda p=proc: rig.opened(p) or p.poll() is not None,  # type: ignore[misc]
+                     "the daemon to open its ledger")
+        time.sleep(rng.uniform(0.1, 1.0))
+        assert proc.poll() is None, f"the daemon exited on its own:\n{rig.log(proc)}"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    final = rig.start()
+    # The ledger may already look finished: wait until this daemon is up before judging it.
+    wait_for(lambda: rig.watching(final) or final.poll() is not None, "the daemon to start")
+    wait_for(lambda: _settled(rig, sources) or final.poll() is not None,
+             "every prompt file to be finished", timeout=120 if long else 60)
+    assert final.poll() is None, f"the daemon exited on its own:\n{rig.log(final)}"
+    assert rig.stop(final) == 0, rig.log(final)
+    assert _settled(rig, sources), "not every prompt file reached a final state"
+
+    ledger = rig.ledger
+    assert ledger.integrity() == "ok"
+    # One job per prompt file, none missing, none doubled.
+    recorded = ledger.sources()
+    assert sorted(recorded) == sorted(str(s) for s in sources)
+    job_keys = Counter((h, i) for h, i, _s in ledger.jobs())
+    assert len(job_keys) == n_files and max(job_keys.values()) == 1
+    states = ledger.state_by_source()
+    assert set(states.values()) <= {"done", "ambiguous"}, Counter(states.values())
+
+    paid = rig.submissions()
+    ambiguous = [s for s in sources if states[str(s)] == "ambiguous"]
+    duplicates = sum(n - 1 for n in paid.values() if n > 1)
+    losses = 0
+    for i, src in enumerate(sources):
+        prompt = f"crash loop prompt number {i}"
+        if states[str(src)] == "ambiguous":
+            # Never resent: at most the one POST that may have left before the kill, and the
+            # user is told so in a note.
+            assert paid[prompt] <= 1, prompt
+            assert note_for(src).exists(), src
+            continue
+        assert paid[prompt] == 1, f"{prompt!r} was paid {paid[prompt]} times"
+        image = image_for(src)
+        if image is None:
+            losses += 1
+    # A kill can catch every submission then on the wire: up to max_in_flight per kill.
+    assert len(ambiguous) <= kills * MAX_IN_FLIGHT
+    assert duplicates == 0
+    assert losses == 0
+    assert set(paid) <= {f"crash loop prompt number {i}" for i in range(n_files)}
+
+    # Every file under a final (non-hidden) name is whole; temporaries stay hidden.
+    for entry in rig.folder.iterdir():
+        name = entry.name
+        if name.startswith("."):
+            assert name.startswith(TEMP_PREFIX), name
+            continue
+        if name.endswith(IMAGE_SUFFIXES):
+            assert decodes(entry), f"{name} does not decode"
+        else:
+            assert name.endswith((".prompt.toml", ".error.txt")), name
+
+    figures = {"files": n_files, "kills": kills, "ambiguous": len(ambiguous),
+               "duplicates": duplicates, "losses": losses,
+               "submissions": sum(paid.values())}
+    print("crash loop:", json.dumps(figures))
+    out_dir = os.environ.get("PROMPTDROP_FIGURES_DIR")
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "crash_loop.json").write_text(json.dumps(figures, indent=2) + "\n",
+                                                       encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------- named crash points
+
+# point -> (final job state, paid submissions, image expected)
+EXPECTED = {
+    "after_intent": ("ambiguous", 0, False),  # the POST never left, but nothing can know that
+    "after_answer": ("ambiguous", 1, False),  # paid, but the task id was never recorded
+    "after_running": ("done", 1, True),
+    "after_download": ("done", 1, True),
+    "after_temp": ("done", 1, True),
+    "after_rename": ("done", 1, True),
+    "before_done": ("done", 1, True),
+}
+
+
+def test_the_expected_table_covers_every_crash_point() -> None:
+    assert set(EXPECTED) == set(POINTS)
+
+
+@pytest.mark.parametrize("repeat", [0, 1])
+@pytest.mark.parametrize("point", POINTS)
+def test_a_kill_at_each_crash_point_recovers_to_the_safe_outcome(
+        rig: Rig, point: str, repeat: int) -> None:
+    state, paid, image_expected = EXPECTED[point]
+    prompt = f"a lighthouse at dusk ({point} #{repeat})"
+    source = rig.drop("poster.prompt.toml", prompt)
+
+    doomed = rig.start(crash_at=point)
+    try:
+        doomed.wait(30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the daemon never reached {point}:\n{rig.log(doomed)}")
+    assert doomed.returncode == -signal.SIGKILL, rig.log(doomed)
+
+    again = rig.start()
+    wait_for(lambda: rig.watching(again) or again.poll() is not None, "the daemon to start")
+    wait_for(lambda: _settled(rig, [source]) or again.poll() is not None,
+             f"the job to finish after a crash at {point}")
+    assert again.poll() is None, rig.log(again)
+    assert rig.stop(again) == 0, rig.log(again)
+
+    assert rig.ledger.state_by_source() == {str(source): state}
+    assert rig.ledger.integrity() == "ok"
+    assert rig.submissions() == (Counter({prompt: paid}) if paid else Counter())
+    image = image_for(source)
+    if image_expected:
+        assert image is not None and decodes(image)
+        assert not note_for(source).exists()
+    else:
+        assert image is None
+        assert "answer was lost" in note_for(source).read_text(encoding="utf-8")
+    for entry in rig.folder.iterdir():
+        # A temporary may linger (only ones older than 30 s are swept), but only hidden.
+        if entry.name.startswith("."):
+            assert entry.name.startswith(TEMP_PREFIX), entry.name
+        elif entry.name.endswith(IMAGE_SUFFIXES):
+            assert entry == image, f"unexpected image {entry.name}"
