@@ -1,0 +1,210 @@
+"""The engine in one process (`--once`) against the emulator misbehaving on purpose: a mixed
+fault matrix, a full outage, a refused key and an empty quota. Every run must return, every
+job must end in a final state that says why, and no prompt may be paid for twice."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from promptdrop.emulator import Emulator, Faults
+from promptdrop.engine import EngineOptions
+from promptdrop.ledger import LEDGER_NAME, JobState, Ledger
+from promptdrop.outputs import note_path
+from promptdrop.service import WatchOptions, run
+from promptdrop.spec import rules_for_folders
+
+FAST = EngineOptions(poll_first=0.05, poll_interval=0.05, retry_later=0.2, pause_first=0.3,
+                     pause_cap=0.6, drain_timeout=2.0)
+KEY = "test-key"
+
+
+def _once(folder: Path, state: Path, emu: Emulator, *, max_in_flight: int = 8) -> int:
+    rules = rules_for_folders([folder])
+    rules.rules[0] = rules.rules[0].model_copy(update={"max_in_flight": max_in_flight})
+    opts = WatchOptions(rules=rules, state_dir=state, api_key=KEY, base_url=emu.base_url,
+                        once=True, engine=FAST)
+    return asyncio.run(run(opts))
+
+
+def _drop(folder: Path, n: int, stem: str) -> dict[str, Path]:
+    folder.mkdir(exist_ok=True)
+    made = {}
+    for i in range(n):
+        prompt = f"{stem} number {i}"
+        path = folder / f"{stem}{i:02d}.prompt.toml"
+        path.write_text(f'prompt = "{prompt}"\n', encoding="utf-8")
+        made[prompt] = path
+    return made
+
+
+def _image(source: Path) -> Path | None:
+    stem = source.name.removesuffix(".prompt.toml")
+    for ext in (".png", ".jpg", ".webp"):
+        if (candidate := source.with_name(stem + ext)).exists():
+            return candidate
+    return None
+
+
+def _jobs(state: Path) -> dict[str, JobState]:
+    """Prompt text -> the state of its one job."""
+    with Ledger(state / LEDGER_NAME) as ledger:
+        jobs = ledger.jobs()
+        found = {j.request["prompt"]: (j.state, j.error) for j in jobs}
+        assert len(found) == len(jobs)
+    for prompt, (st, error) in found.items():
+        if st is JobState.FAILED:
+            assert error, f"failed job for {prompt!r} has no reason"
+    return {p: s for p, (s, _e) in found.items()}
+
+
+def _heal_after(emu: Emulator, cond: Callable[[], bool], hold: float,
+                timeout: float = 20.0) -> threading.Thread:
+    """A thread that waits for `cond` (or `timeout`), `hold` seconds more, then clears faults."""
+    def heal() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not cond():
+            time.sleep(0.02)
+        time.sleep(hold)
+        emu.set_faults(Faults())
+
+    thread = threading.Thread(target=heal, daemon=True)
+    thread.start()
+    return thread
+
+
+# The per-request faults (30 % of answers together), plus task and result faults.
+MIXED = {"rate_429": 0.04, "error_500": 0.04, "error_503": 0.04, "html_502": 0.04,
+         "html_504": 0.04, "reset": 0.04, "slow": 0.02, "malformed_json": 0.04,
+         "task_failed": 0.1, "expired_results": 0.1}
+
+
+@pytest.mark.parametrize(("retry_after_format", "seed"), [("seconds", 7), ("date", 11)])
+def test_a_mixed_fault_matrix_ends_every_job_with_a_reason_and_pays_each_prompt_once(
+        tmp_path: Path, emulator_factory: Callable[..., Emulator],
+        retry_after_format: str, seed: int) -> None:
+    # slow_seconds stays well inside the client's 30 s timeout: a slow answer past the timeout
+    # would make this test take half a minute per fault (timeouts are covered by test_api.py).
+    faults = Faults(**MIXED, slow_seconds=0.3,  # type: ignore[arg-type]
+                    retry_after_format=retry_after_format)
+    emu = emulator_factory(api_key=KEY, latency=0.05, jitter=0.0, rate_limits=None, seed=seed,
+                           faults=faults)
+    folder, state = tmp_path / "drop", tmp_path / "state"
+    sources = _drop(folder, 30, "matrix")
+
+    started = time.monotonic()
+    code = _once(folder, state, emu)
+    elapsed = time.monotonic() - started
+
+    stats = emu.stats()
+    states = _jobs(state)
+    assert set(states) == set(sources)
+    assert set(states.values()) <= {JobState.DONE, JobState.FAILED, JobState.AMBIGUOUS}
+    created = Counter(s["prompt"] for s in stats["submissions"])
+    assert max(created.values()) <= 1, created.most_common(3)
+    for prompt, st in states.items():
+        source = sources[prompt]
+        if st is JobState.DONE:
+            assert created[prompt] == 1 and _image(source) is not None
+            assert not note_path(source).exists()
+        else:
+            assert note_path(source).read_text(encoding="utf-8").strip()
+            assert _image(source) is None
+    assert code == (0 if set(states.values()) == {JobState.DONE} else 1)
+    injected = stats["faults_injected"]
+    assert sum(injected.values()) > 0
+    print(f"\nfault matrix ({retry_after_format}, seed {seed}): {elapsed:.1f} s, "
+          f"{stats['submit_requests']} submit requests, {len(stats['submissions'])} created, "
+          f"{stats['polls']} polls, {stats['downloads']} downloads; "
+          f"jobs {dict(Counter(str(s) for s in states.values()))}; "
+          f"faults injected {injected}; answers {stats['responses_by_status']}")
+
+
+def test_an_outage_delays_work_and_then_every_job_is_made_once(
+        tmp_path: Path, emulator: Emulator) -> None:
+    folder, state = tmp_path / "drop", tmp_path / "state"
+    sources = _drop(folder, 10, "outage")
+    emulator.set_faults(Faults(outage=True))
+    outage_started = time.monotonic()
+    healer = _heal_after(emulator, lambda: True, hold=5.0)
+
+    started = time.monotonic()
+    code = _once(folder, state, emulator, max_in_flight=4)
+    elapsed = time.monotonic() - started
+    healer.join()
+    outage = time.monotonic() - outage_started
+
+    stats = emulator.stats()
+    assert code == 0
+    assert Counter(s["prompt"] for s in stats["submissions"]) == Counter(list(sources))
+    assert set(_jobs(state).values()) == {JobState.DONE}
+    assert all(_image(s) is not None and not note_path(s).exists() for s in sources.values())
+    refused = stats["responses_by_status"].get("503", 0)
+    assert refused >= 1
+    assert elapsed < 60
+    print(f"\noutage of {outage:.1f} s: {refused} answers 503, run took {elapsed:.1f} s, "
+          f"{stats['submit_requests']} submit requests, {len(stats['submissions'])} created")
+
+
+def test_an_empty_quota_pauses_submissions_then_work_resumes(
+        tmp_path: Path, emulator: Emulator) -> None:
+    folder, state = tmp_path / "drop", tmp_path / "state"
+    sources = _drop(folder, 5, "quota")
+    emulator.set_faults(Faults(quota_exhausted=True))
+    healer = _heal_after(
+        emulator, lambda: any(note_path(s).exists() for s in sources.values()), hold=1.0)
+    try:
+        code = _once(folder, state, emulator, max_in_flight=1)
+    finally:
+        healer.join()
+    stats = emulator.stats()
+    refused = stats["responses_by_status"].get("402", 0)
+    assert code == 0
+    assert Counter(s["prompt"] for s in stats["submissions"]) == Counter(list(sources))
+    # One refused POST per pause round, not one per file per retry.
+    assert 1 <= refused <= 6
+    assert set(_jobs(state).values()) == {JobState.DONE}
+    assert not any(note_path(s).exists() for s in sources.values())
+    print(f"\nempty quota: {refused} POSTs refused with 402, "
+          f"{stats['submit_requests']} submit requests for 5 files")
+
+
+def test_a_key_refused_while_polling_pauses_and_then_every_job_finishes(
+        tmp_path: Path, emulator_factory: Callable[..., Emulator]) -> None:
+    # Tasks take 1 s, so the key can be refused after they were created and before they end.
+    emu = emulator_factory(api_key=KEY, latency=1.0, jitter=0.0, rate_limits=None)
+    folder, state = tmp_path / "drop", tmp_path / "state"
+    sources = _drop(folder, 5, "pollkey")
+    refused_from = threading.Event()
+
+    def refuse_once_all_submitted() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(emu.stats()["submissions"]) < 5:
+            time.sleep(0.01)
+        emu.set_faults(Faults(auth_fail=True))
+        refused_from.set()
+        time.sleep(1.5)
+        emu.set_faults(Faults())
+
+    thread = threading.Thread(target=refuse_once_all_submitted, daemon=True)
+    thread.start()
+    try:
+        code = _once(folder, state, emu, max_in_flight=5)
+    finally:
+        thread.join()
+    stats = emu.stats()
+    refused = stats["responses_by_status"].get("401", 0)
+    assert refused_from.is_set()
+    assert code == 0
+    assert Counter(s["prompt"] for s in stats["submissions"]) == Counter(list(sources))
+    assert refused >= 1
+    assert set(_jobs(state).values()) == {JobState.DONE}
+    assert all(_image(s) is not None and not note_path(s).exists() for s in sources.values())
+    print(f"\nkey refused at poll time: {refused} answers 401, {stats['polls']} polls, "
+          f"{len(stats['submissions'])} created")
