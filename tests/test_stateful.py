@@ -48,6 +48,7 @@ class Folder(RuleBasedStateMachine):
         self.faulted: set[str] = set()  # prompts whose job an injected fault may have ended
         self.steps = 0
         self.crashes = 0
+        self.seen: dict[str, str] = {}
 
     def teardown(self) -> None:
         stats = self.emu.stats()
@@ -116,6 +117,7 @@ class Folder(RuleBasedStateMachine):
 
     def _pass(self) -> None:
         self.steps += 1
+        self.seen = dict(self.files)  # what the folder held when this pass read it
         opts = WatchOptions(rules=rules_for_folders([self.folder]), state_dir=self.state,
                             api_key="k", base_url=self.emu.base_url, once=True, engine=FAST)
         asyncio.run(run(opts))
@@ -130,10 +132,12 @@ class Folder(RuleBasedStateMachine):
         if not (self.state / LEDGER_NAME).exists():
             return
         with Ledger(self.state / LEDGER_NAME) as ledger:
-            for name, prompt in self.files.items():
+            for name, prompt in self.seen.items():
+                if self.files.get(name) != prompt:
+                    continue  # changed since the last pass: not taken up yet
                 src = ledger.get_source(self._path(name))
                 if src is None or src.request_hash is None:
-                    continue  # written since the last pass: not taken up yet
+                    continue
                 if src.status != "active":
                     continue
                 states = {j.state for j in ledger.jobs_for_request(src.request_hash)}
