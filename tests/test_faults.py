@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from figures import record
 from promptdrop.emulator import Emulator, Faults
 from promptdrop.engine import EngineOptions
 from promptdrop.ledger import LEDGER_NAME, JobState, Ledger
@@ -119,6 +120,13 @@ def test_a_mixed_fault_matrix_ends_every_job_with_a_reason_and_pays_each_prompt_
     assert code == (0 if set(states.values()) == {JobState.DONE} else 1)
     injected = stats["faults_injected"]
     assert sum(injected.values()) > 0
+    states_count = Counter(str(s) for s in states.values())
+    record("fault_matrix", {
+        "runs": 1, "prompt_files": len(sources), "faults_injected": sum(injected.values()),
+        "submit_requests": stats["submit_requests"], "tasks_created": len(stats["submissions"]),
+        "jobs_done": states_count.get("done", 0), "jobs_failed": states_count.get("failed", 0),
+        "jobs_ambiguous": states_count.get("ambiguous", 0),
+        "duplicate_submissions": sum(n - 1 for n in created.values() if n > 1)})
     print(f"\nfault matrix ({retry_after_format}, seed {seed}): {elapsed:.1f} s, "
           f"{stats['submit_requests']} submit requests, {len(stats['submissions'])} created, "
           f"{stats['polls']} polls, {stats['downloads']} downloads; "
@@ -148,6 +156,10 @@ def test_an_outage_delays_work_and_then_every_job_is_made_once(
     refused = stats["responses_by_status"].get("503", 0)
     assert refused >= 1
     assert elapsed < 60
+    record("outage", {"outage_seconds": round(outage, 1), "answers_503": refused,
+                      "run_seconds": round(elapsed, 1),
+                      "submit_requests": stats["submit_requests"],
+                      "tasks_created": len(stats["submissions"]), "prompt_files": len(sources)})
     print(f"\noutage of {outage:.1f} s: {refused} answers 503, run took {elapsed:.1f} s, "
           f"{stats['submit_requests']} submit requests, {len(stats['submissions'])} created")
 
@@ -171,6 +183,7 @@ def test_an_empty_quota_pauses_submissions_then_work_resumes(
     assert 1 <= refused <= 6
     assert set(_jobs(state).values()) == {JobState.DONE}
     assert not any(note_path(s).exists() for s in sources.values())
+    record("refused_account", {"quota_402_refusals_for_5_files": refused})
     print(f"\nempty quota: {refused} POSTs refused with 402, "
           f"{stats['submit_requests']} submit requests for 5 files")
 
@@ -206,5 +219,6 @@ def test_a_key_refused_while_polling_pauses_and_then_every_job_finishes(
     assert refused >= 1
     assert set(_jobs(state).values()) == {JobState.DONE}
     assert all(_image(s) is not None and not note_path(s).exists() for s in sources.values())
+    record("refused_account", {"key_401_at_poll_time": refused})
     print(f"\nkey refused at poll time: {refused} answers 401, {stats['polls']} polls, "
           f"{len(stats['submissions'])} created")

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from figures import record
 from promptdrop.emulator import Emulator, EmulatorConfig
 from promptdrop.outputs import note_path
 
@@ -102,7 +103,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                    "the daemon to start watching")
             yield w
         finally:
-            if proc.poll() is None:
+            survived = proc.poll() is None
+            if survived:
                 proc.send_signal(signal.SIGTERM)
                 try:
                     proc.wait(10)
@@ -110,6 +112,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                     proc.kill()
                     proc.wait()
             print(f"\nhostile inputs tried on this daemon: {len(TRIED)}")
+            record("hostile_inputs", {"inputs_tried": len(TRIED),
+                                      "daemon_processes": 1,
+                                      "daemons_dead_at_the_end": 0 if survived else 1})
 
 
 # Each maker writes its hostile input into the folder `d` (with `o` the outside folder) and
