@@ -5,6 +5,7 @@ job must end in a final state that says why, and no prompt may be paid for twice
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections import Counter
@@ -138,15 +139,18 @@ def test_an_outage_delays_work_and_then_every_job_is_made_once(
         tmp_path: Path, emulator: Emulator) -> None:
     folder, state = tmp_path / "drop", tmp_path / "state"
     sources = _drop(folder, 10, "outage")
+    # The 60 s outage on demand (PROMPTDROP_LONG=1); 5 s in the quick suite.
+    outage = 60.0 if os.environ.get("PROMPTDROP_LONG") else 5.0
     emulator.set_faults(Faults(outage=True))
-    outage_started = time.monotonic()
-    healer = _heal_after(emulator, lambda: True, hold=5.0)
+    healer = _heal_after(emulator, lambda: True, hold=outage)
 
     started = time.monotonic()
     code = _once(folder, state, emulator, max_in_flight=4)
     elapsed = time.monotonic() - started
     healer.join()
-    outage = time.monotonic() - outage_started
+    # Work resumes within one backoff cap (the client's RetryPolicy.cap, 30 s) of recovery.
+    resumed_after = elapsed - outage
+    assert resumed_after < 30.0 + 5.0
 
     stats = emulator.stats()
     assert code == 0
@@ -155,8 +159,8 @@ def test_an_outage_delays_work_and_then_every_job_is_made_once(
     assert all(_image(s) is not None and not note_path(s).exists() for s in sources.values())
     refused = stats["responses_by_status"].get("503", 0)
     assert refused >= 1
-    assert elapsed < 60
     record("outage", {"outage_seconds": round(outage, 1), "answers_503": refused,
+                      "finished_after_recovery_seconds": round(resumed_after, 1),
                       "run_seconds": round(elapsed, 1),
                       "submit_requests": stats["submit_requests"],
                       "tasks_created": len(stats["submissions"]), "prompt_files": len(sources)})
