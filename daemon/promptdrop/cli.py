@@ -31,6 +31,18 @@ def _state_dir(args: argparse.Namespace) -> Path:
     return Path(args.state_dir) if args.state_dir else default_state_dir()
 
 
+def _existing_ledger(args: argparse.Namespace, command: str) -> Path | None:
+    """The ledger file, or None after saying plainly that there is none yet."""
+    from promptdrop.ledger import LEDGER_NAME
+
+    path = _state_dir(args) / LEDGER_NAME
+    if not path.exists():
+        print(f"promptdrop {command}: no ledger yet at {path} (the daemon has not run with this "
+              "state folder; see --state-dir)", file=sys.stderr)
+        return None
+    return path
+
+
 def _cmd_watch(args: argparse.Namespace) -> int:
     import asyncio
     import os
@@ -81,12 +93,10 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from promptdrop.admin import print_status
-    from promptdrop.ledger import LEDGER_NAME, Ledger
+    from promptdrop.ledger import Ledger
 
-    path = _state_dir(args) / LEDGER_NAME
-    if not path.exists():
-        print(f"promptdrop status: no ledger yet at {path} (the daemon has not run here)",
-              file=sys.stderr)
+    path = _existing_ledger(args, "status")
+    if path is None:
         return 1
     with Ledger(path) as ledger:
         return print_status(ledger, sys.stdout, as_json=args.json)
@@ -94,11 +104,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_retry(args: argparse.Namespace) -> int:
     from promptdrop.admin import retry
-    from promptdrop.ledger import LEDGER_NAME, Ledger
+    from promptdrop.ledger import Ledger
 
-    path = _state_dir(args) / LEDGER_NAME
-    if not path.exists():
-        print(f"promptdrop retry: no ledger at {path}", file=sys.stderr)
+    path = _existing_ledger(args, "retry")
+    if path is None:
         return 1
     with Ledger(path) as ledger:
         n = retry(ledger, Path(args.path), sys.stdout, force=args.force)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import random
 import stat
@@ -35,6 +36,7 @@ from promptdrop.api import (
     TransientError,
 )
 from promptdrop.crashpoints import reached
+from promptdrop.imaging import EXTENSIONS, MIME_TYPES
 from promptdrop.ledger import FINAL, Job, JobState, Ledger, StaleTransition
 from promptdrop.spec import RuleConfig, SpecError, read_prompt_file
 
@@ -226,9 +228,6 @@ class Engine:
         task = asyncio.get_running_loop().create_task(self._run(job_id), name=f"job-{job_id}")
         self._tasks[job_id] = task
 
-    def busy(self) -> bool:
-        return any(not t.done() for t in self._tasks.values())
-
     async def wait_idle(self) -> None:
         """Return when no job task is running."""
         while True:
@@ -397,8 +396,6 @@ class Engine:
         if hashlib.sha256(data).hexdigest() != ref["sha256"]:
             raise ValueError("it changed after the prompt file was read")
         fmt = ref["format"] or "png"
-        from promptdrop.imaging import EXTENSIONS, MIME_TYPES
-
         up = await self.client.upload_image(
             data, filename=f"reference{EXTENSIONS[fmt]}", mime_type=MIME_TYPES[fmt]
         )
@@ -641,8 +638,6 @@ def _sha(path: Path) -> str:
 
 
 def _json(raw: Any) -> str:
-    import json
-
     return json.dumps(raw, sort_keys=True)
 
 
