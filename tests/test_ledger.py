@@ -40,6 +40,7 @@ REQUEST: dict[str, Any] = {"model": "m", "prompt": "a red bicycle", "size": "102
 # How to bring a fresh PENDING job into each state through allowed moves only.
 PATH_TO: dict[JobState, list[JobState]] = {
     S.PENDING: [],
+    S.WAITING: [S.WAITING],
     S.UPLOADING: [S.UPLOADING],
     S.SUBMITTING: [S.SUBMITTING],
     S.RUNNING: [S.SUBMITTING, S.RUNNING],
@@ -408,6 +409,23 @@ def test_submissions_since_counts_submit_intents_per_rule_and_time(
     assert ledger.submissions_since(200.0, rule="rule-a") == 1
     assert ledger.submissions_since(300.5) == 0
     assert ledger.submissions_since(0.0, rule="no-such-rule") == 0
+
+
+def test_done_since_counts_each_delivered_job_once_per_rule_and_time(
+    ledger: Ledger, clock: FakeClock
+) -> None:
+    a = ledger.ensure_job("ha", 0, REQUEST, "rule-a")
+    b = ledger.ensure_job("hb", 0, REQUEST, "rule-b")
+    clock.now = 100.0
+    drive(ledger, a, S.DONE)
+    ledger.note_event(a.id, "copied to a renamed file")  # not a second delivery
+    clock.now = 200.0
+    drive(ledger, b, S.DONE)
+
+    assert ledger.done_since(0.0) == 2
+    assert ledger.done_since(150.0) == 1
+    assert ledger.done_since(0.0, rule="rule-a") == 1
+    assert ledger.done_since(200.5) == 0
 
 
 def test_a_note_on_a_submitting_job_is_not_counted_as_another_submission(

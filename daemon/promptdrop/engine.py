@@ -93,6 +93,19 @@ class Engine:
         self._polled: set[int] = set()
         self._upload_locks: dict[str, asyncio.Lock] = {}
 
+    def update_rules(self, rules: list[RuleConfig]) -> None:
+        """Take new rules (a reload) without touching running jobs.
+
+        A job already running keeps the slot it holds; a changed `max_in_flight` applies to jobs
+        that start from now on. Jobs of a rule that disappeared keep running to the end.
+        """
+        old = self.rules
+        self.rules = {r.name: r for r in rules}
+        for rule in rules:
+            before = old.get(rule.name)
+            if before is None or before.max_in_flight != rule.max_in_flight:
+                self._slots[rule.name] = asyncio.Semaphore(rule.max_in_flight)
+
     # Sources --------------------------------------------------------------------------------
 
     def rule_for(self, path: Path) -> RuleConfig | None:

@@ -10,6 +10,7 @@ from enum import StrEnum
 
 class JobState(StrEnum):
     PENDING = "pending"  # known, nothing sent yet
+    WAITING = "waiting"  # the rule's daily budget is spent: starts when the next day's opens
     UPLOADING = "uploading"  # reference images going up (free; safe to redo)
     SUBMITTING = "submitting"  # intent committed: the paid POST may be on the wire
     RUNNING = "running"  # the API gave a task id; polling
@@ -22,7 +23,9 @@ class JobState(StrEnum):
 S = JobState
 
 ALLOWED: dict[JobState, frozenset[JobState]] = {
-    S.PENDING: frozenset({S.UPLOADING, S.SUBMITTING, S.FAILED}),
+    S.PENDING: frozenset({S.UPLOADING, S.SUBMITTING, S.WAITING, S.FAILED}),
+    # Nothing was sent while waiting, so a waiting job simply becomes pending again.
+    S.WAITING: frozenset({S.PENDING, S.FAILED}),
     # Uploads cost nothing, so an interrupted upload simply starts over.
     S.UPLOADING: frozenset({S.SUBMITTING, S.PENDING, S.FAILED}),
     # PENDING only when the API proved it created nothing (refused key, rate limit, connection

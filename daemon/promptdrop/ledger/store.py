@@ -339,6 +339,16 @@ class Ledger:
             params.append(rule)
         return int(next(self.db.query(sql, params))["n"])
 
+    def done_since(self, since: float, rule: str | None = None) -> int:
+        """Jobs that reached DONE at or after `since` (images delivered, for status lines)."""
+        sql = ("SELECT COUNT(DISTINCT job_id) AS n FROM job_events"
+               " WHERE to_state = ? AND from_state <> to_state AND at >= ?")
+        params: list[Any] = [str(JobState.DONE), since]
+        if rule is not None:
+            sql += " AND job_id IN (SELECT id FROM jobs WHERE rule = ?)"
+            params.append(rule)
+        return int(next(self.db.query(sql, params))["n"])
+
     # Sources (prompt files) ---------------------------------------------------------------
 
     def get_source(self, path: Path | str) -> Source | None:
