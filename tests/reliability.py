@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = ["test_crash.py", "test_faults.py", "test_hostile.py", "test_disk_full.py",
-          "test_stateful.py", "test_daemon.py"]
+          "test_ledger_full.py", "test_stateful.py", "test_daemon.py"]
 BEGIN, END = "<!-- reliability:begin -->", "<!-- reliability:end -->"
 
 

@@ -16,60 +16,36 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-from PIL import Image
 
+from figures import record
+from harness import (
+    CANARY,
+    IMAGE_SUFFIXES,
+    Daemon,
+    daemon_env,
+    decodes,
+    image_for,
+    note_for,
+    rules_file,
+    spawn,
+    stop_all,
+    wait_for,
+    write_prompt,
+)
 from promptdrop.crashpoints import POINTS
-from promptdrop.emulator import Emulator
+from promptdrop.emulator import Emulator, Faults
 from promptdrop.outputs import TEMP_PREFIX
 
-CANARY = "sk-canary-crash-0123456789"
 MAX_IN_FLIGHT = 16
 FINAL_STATES = {"done", "failed", "ambiguous"}
-IMAGE_SUFFIXES = (".png", ".jpg", ".webp")
-T = TypeVar("T")
-
-
-def wait_for(cond: Callable[[], T], what: str, timeout: float = 30.0) -> T:
-    """Poll `cond` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def image_for(source: Path) -> Path | None:
-    stem = source.name.removesuffix(".prompt.toml")
-    for ext in IMAGE_SUFFIXES:
-        candidate = source.with_name(stem + ext)
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def note_for(source: Path) -> Path:
-    return source.with_name(source.name.removesuffix(".prompt.toml") + ".error.txt")
-
-
-def decodes(path: Path) -> bool:
-    try:
-        with Image.open(path) as im:
-            im.load()  # the whole image, so a truncated file fails here
-    except (OSError, SyntaxError):
-        return False
-    return True
 
 
 @dataclass
@@ -116,69 +92,23 @@ class Rig:
     emu: Emulator
     folder: Path
     state: Path
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    daemons: list[Daemon] = field(default_factory=list)
 
     @property
     def ledger(self) -> Ledger:
         return Ledger(self.state / "ledger.sqlite3")
 
-    def rules(self) -> Path:
-        path = self.tmp / "rules.toml"
-        path.write_text(
-            '[api]\naccount_group = "svip"\n'
-            "[[rules]]\n"
-            'name = "drop"\n'
-            f"path = {json.dumps(str(self.folder))}\n"
-            "settle = 0.2\n"
-            f"max_in_flight = {MAX_IN_FLIGHT}\n",
-            encoding="utf-8",
-        )
-        return path
-
-    def start(self, crash_at: str | None = None) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("PROMPTDROP_STATE_DIR", "STATE_DIRECTORY", "CREDENTIALS_DIRECTORY",
-                            "PROMPTDROP_CRASH_AT", "PROMPTDROP_CRASH_AFTER")}
-        env["TOAPIS_BASE_URL"] = self.emu.base_url
-        env["TOAPIS_API_KEY"] = CANARY
-        if crash_at is not None:
-            env["PROMPTDROP_CRASH_AT"] = crash_at
-        n = len(self.procs)
-        with (self.tmp / f"daemon{n}.err").open("wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "promptdrop", "watch", "--rules", str(self.rules()),
-                 "--state-dir", str(self.state), "--poll-interval", "0.1", "--log-format", "json"],
-                stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, env=env,
-                cwd=self.tmp,
-            )
-        self.procs.append(proc)
-        return proc
-
-    def log(self, proc: subprocess.Popen[bytes]) -> str:
-        return (self.tmp / f"daemon{self.procs.index(proc)}.err").read_text(errors="replace")
-
-    def opened(self, proc: subprocess.Popen[bytes]) -> bool:
-        """The daemon has opened (and recovered) its ledger."""
-        return '"ledger opened"' in self.log(proc)
-
-    def watching(self, proc: subprocess.Popen[bytes]) -> bool:
-        """The daemon has installed its signal handlers and watches the folder."""
-        return '"watching"' in self.log(proc)
-
-    def stop(self, proc: subprocess.Popen[bytes]) -> int:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
+    def start(self, crash_at: str | None = None) -> Daemon:
+        rules = rules_file(self.tmp / "rules.toml", self.folder, settle=0.2,
+                           max_in_flight=MAX_IN_FLIGHT, account_group="svip")
+        extra = {"PROMPTDROP_CRASH_AT": crash_at} if crash_at is not None else {}
+        daemon = spawn(rules, self.state, daemon_env(self.emu.base_url, extra=extra),
+                       cwd=self.tmp, name=f"daemon{len(self.daemons)}")
+        self.daemons.append(daemon)
+        return daemon
 
     def drop(self, name: str, prompt: str) -> Path:
-        path = self.folder / name
-        path.write_text(f"prompt = {json.dumps(prompt)}\n", encoding="utf-8")
-        return path
+        return write_prompt(self.folder / name, prompt)
 
     def submissions(self) -> Counter[str]:
         """Paid submissions (tasks the emulator created), counted per prompt text."""
@@ -194,10 +124,7 @@ def rig(tmp_path: Path, emulator_factory: Callable[..., Emulator]) -> Iterator[R
     try:
         yield r
     finally:
-        for proc in r.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        stop_all(r.daemons, kill=True)
 
 
 def _settled(rig: Rig, sources: list[Path]) -> bool:
@@ -227,24 +154,22 @@ def test_random_sigkills_never_pay_twice_lose_an_image_or_leave_a_partial_file(
                for i in range(n_files)]
 
     for _ in range(kills):
-        proc = rig.start()
+        daemon = rig.start()
         # Mostly measured from the moment the ledger is open (so the kill lands in real work);
         # sometimes from the exec, so that start-up and recovery get killed too.
         if rng.random() < 0.75:
-            wait_for(lambda p=proc: rig.opened(p) or p.poll() is not None,  # type: ignore[misc]
+            wait_for(lambda d=daemon: d.opened() or d.proc.poll() is not None,  # type: ignore[misc]
                      "the daemon to open its ledger")
         time.sleep(rng.uniform(0.1, 1.0))
-        assert proc.poll() is None, f"the daemon exited on its own:\n{rig.log(proc)}"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        assert daemon.proc.poll() is None, f"the daemon exited on its own:\n{daemon.log()}"
+        daemon.kill()
 
     final = rig.start()
     # The ledger may already look finished: wait until this daemon is up before judging it.
-    wait_for(lambda: rig.watching(final) or final.poll() is not None, "the daemon to start")
-    wait_for(lambda: _settled(rig, sources) or final.poll() is not None,
-             "every prompt file to be finished", timeout=120 if long else 60)
-    assert final.poll() is None, f"the daemon exited on its own:\n{rig.log(final)}"
-    assert rig.stop(final) == 0, rig.log(final)
+    final.wait_watching()
+    wait_for(lambda: _settled(rig, sources), "every prompt file to be finished",
+             timeout=120 if long else 60, daemon=final)
+    assert final.terminate(15) == 0, final.log()
     assert _settled(rig, sources), "not every prompt file reached a final state"
 
     ledger = rig.ledger
@@ -294,11 +219,7 @@ def test_random_sigkills_never_pay_twice_lose_an_image_or_leave_a_partial_file(
                "duplicates": duplicates, "losses": losses,
                "submissions": sum(paid.values())}
     print("crash loop:", json.dumps(figures))
-    out_dir = os.environ.get("PROMPTDROP_FIGURES_DIR")
-    if out_dir:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(out_dir) / "crash_loop.json").write_text(json.dumps(figures, indent=2) + "\n",
-                                                       encoding="utf-8")
+    record("crash_loop", figures)
 
 
 # ---------------------------------------------------------------------------- named crash points
@@ -306,6 +227,7 @@ def test_random_sigkills_never_pay_twice_lose_an_image_or_leave_a_partial_file(
 # point -> (final job state, paid submissions, image expected)
 EXPECTED = {
     "after_intent": ("ambiguous", 0, False),  # the POST never left, but nothing can know that
+    "after_post_sent": ("ambiguous", 1, False),  # the POST left; its answer never came back
     "after_answer": ("ambiguous", 1, False),  # paid, but the task id was never recorded
     "after_running": ("done", 1, True),
     "after_download": ("done", 1, True),
@@ -313,37 +235,53 @@ EXPECTED = {
     "after_rename": ("done", 1, True),
     "before_done": ("done", 1, True),
 }
+# Not a point in the daemon's code: the emulator holds the answer to the submit (it has
+# created the task) and the test kills the daemon while it waits.
+HELD_ANSWER = "after_post_sent"
 
 
 def test_the_expected_table_covers_every_crash_point() -> None:
-    assert set(EXPECTED) == set(POINTS)
+    assert set(EXPECTED) == {*POINTS, HELD_ANSWER}
+
+
+def _kill_at(rig: Rig, point: str) -> Daemon:
+    """Start a daemon and have it SIGKILLed at `point`."""
+    if point == HELD_ANSWER:
+        rig.emu.set_faults(Faults(slow=1.0, slow_seconds=20.0, endpoints=("submit",)))
+        doomed = rig.start()
+        wait_for(lambda: rig.emu.stats()["submissions"], "the emulator to record the submission",
+                 daemon=doomed)
+        doomed.kill()
+        rig.emu.set_faults(Faults())
+        return doomed
+    doomed = rig.start(crash_at=point)
+    try:
+        doomed.proc.wait(30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the daemon never reached {point}:\n{doomed.log()}")
+    return doomed
 
 
 @pytest.mark.parametrize("repeat", [0, 1])
-@pytest.mark.parametrize("point", POINTS)
+@pytest.mark.parametrize("point", list(EXPECTED))
 def test_a_kill_at_each_crash_point_recovers_to_the_safe_outcome(
         rig: Rig, point: str, repeat: int) -> None:
     state, paid, image_expected = EXPECTED[point]
     prompt = f"a lighthouse at dusk ({point} #{repeat})"
     source = rig.drop("poster.prompt.toml", prompt)
 
-    doomed = rig.start(crash_at=point)
-    try:
-        doomed.wait(30)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the daemon never reached {point}:\n{rig.log(doomed)}")
-    assert doomed.returncode == -signal.SIGKILL, rig.log(doomed)
+    doomed = _kill_at(rig, point)
+    assert doomed.proc.returncode == -signal.SIGKILL, doomed.log()
 
-    again = rig.start()
-    wait_for(lambda: rig.watching(again) or again.poll() is not None, "the daemon to start")
-    wait_for(lambda: _settled(rig, [source]) or again.poll() is not None,
-             f"the job to finish after a crash at {point}")
-    assert again.poll() is None, rig.log(again)
-    assert rig.stop(again) == 0, rig.log(again)
+    again = rig.start().wait_watching()
+    wait_for(lambda: _settled(rig, [source]), f"the job to finish after a crash at {point}",
+             daemon=again)
+    assert again.terminate(15) == 0, again.log()
 
     assert rig.ledger.state_by_source() == {str(source): state}
     assert rig.ledger.integrity() == "ok"
     assert rig.submissions() == (Counter({prompt: paid}) if paid else Counter())
+    record("crash_points", {"kills": 1, point: f"{state}, paid {paid}"})
     image = image_for(source)
     if image_expected:
         assert image is not None and decodes(image)

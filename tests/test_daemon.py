@@ -12,52 +12,34 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from PIL import Image
 
+from harness import (
+    CANARY,
+    SECRET_FORMS,
+    Daemon,
+    cli,
+    daemon_env,
+    image_for,
+    key_file,
+    rules_file,
+    spawn,
+    wait_for,
+    write_prompt,
+)
 from promptdrop.emulator import Emulator, EmulatorConfig
 from promptdrop.emulator.faults import Faults
 
-CANARY = "sk-canary-0123456789abcdef"
 SETTLE = 0.3
 PIXELS = {"1:1": (1024, 1024), "16:9": (1792, 1024), "9:16": (1024, 1792)}
-T = TypeVar("T")
-
-
-def wait_for(cond: Callable[[], T], what: str, timeout: float = 20.0,
-             daemon: Daemon | None = None) -> T:
-    """Poll `cond` until it returns something truthy; fail after `timeout` seconds, or at once
-    when `daemon` exited meanwhile (with its log in the message)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if daemon is not None and daemon.proc.poll() is not None:
-            raise AssertionError(f"the daemon exited ({daemon.proc.returncode}) while waiting "
-                                 f"for {what}:\n{daemon.log()}")
-        if time.monotonic() > deadline:
-            extra = f"\ndaemon log:\n{daemon.log()}" if daemon is not None else ""
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}{extra}")
-        time.sleep(0.05)
-
-
-def image_for(source: Path) -> Path | None:
-    """The single image written for a prompt file, whatever its format."""
-    stem = source.name.removesuffix(".prompt.toml")
-    for ext in (".png", ".jpg", ".webp"):
-        candidate = source.with_name(stem + ext)
-        if candidate.exists():
-            return candidate
-    return None
 
 
 def pixel_size(path: Path) -> tuple[int, int]:
@@ -72,43 +54,6 @@ def pixels(path: Path) -> bytes:
 
 
 @dataclass
-class Daemon:
-    proc: subprocess.Popen[bytes]
-    stdout: Path
-    stderr: Path
-
-    def log(self) -> str:
-        return (self.stdout.read_text(errors="replace")
-                + self.stderr.read_text(errors="replace"))
-
-    def events(self) -> list[dict[str, Any]]:
-        found = []
-        for line in self.stderr.read_text(errors="replace").splitlines():
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(obj, dict):
-                found.append(obj)
-        return found
-
-    def terminate(self, timeout: float = 10.0) -> int:
-        """SIGTERM, then SIGKILL if it does not exit within `timeout`; return the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-
-@dataclass
 class Setup:
     """One watched folder, one state directory, one emulator, and the daemons started on them."""
 
@@ -118,51 +63,20 @@ class Setup:
     state: Path
     daemons: list[Daemon] = field(default_factory=list)
 
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("PROMPTDROP_STATE_DIR", "STATE_DIRECTORY", "CREDENTIALS_DIRECTORY")}
-        env["TOAPIS_BASE_URL"] = self.emu.base_url
-        env["TOAPIS_API_KEY"] = CANARY
-        return env
-
-    def rules(self, settle: float = SETTLE, max_in_flight: int = 16) -> Path:
-        path = self.tmp / f"rules-{settle}-{max_in_flight}.toml"
-        # svip: the largest documented rate limits, so 50 files are not held at 5 per second.
-        path.write_text(
-            '[api]\naccount_group = "svip"\n'
-            "[[rules]]\n"
-            'name = "drop"\n'
-            f"path = {json.dumps(str(self.folder))}\n"
-            f"settle = {settle}\n"
-            f"max_in_flight = {max_in_flight}\n",
-            encoding="utf-8",
-        )
-        return path
-
     def start(self, *, settle: float = SETTLE, state: Path | None = None,
               ready: bool = True) -> Daemon:
         """Start `promptdrop watch --rules ...` and (with ready) wait until it watches."""
-        n = len(self.daemons)
-        out, err = self.tmp / f"daemon{n}.out", self.tmp / f"daemon{n}.err"
-        with out.open("wb") as fo, err.open("wb") as fe:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "promptdrop", "watch", "--rules", str(self.rules(settle)),
-                 "--state-dir", str(state or self.state), "--poll-interval", "0.1",
-                 "--log-format", "json"],
-                stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, env=self.env(), cwd=self.tmp,
-            )
-        daemon = Daemon(proc, out, err)
+        # svip: the largest documented rate limits, so 50 files are not held at 5 per second.
+        rules = rules_file(self.tmp / f"rules-{settle}.toml", self.folder, settle=settle,
+                           max_in_flight=16, account_group="svip")
+        daemon = spawn(rules, state or self.state, daemon_env(self.emu.base_url), cwd=self.tmp,
+                       name=f"daemon{len(self.daemons)}")
         self.daemons.append(daemon)
-        if ready:
-            wait_for(lambda: any(e.get("event") == "watching" for e in daemon.events()),
-                     "the daemon to start watching", daemon=daemon)
-        return daemon
+        return daemon.wait_watching(timeout=20) if ready else daemon
 
-    def cli(self, *args: str, timeout: float = 40.0) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run another promptdrop command to completion with the same environment."""
-        argv = [sys.executable, "-m", "promptdrop", *args]
-        return subprocess.run(argv, capture_output=True, text=True, env=self.env(),
-                              cwd=self.tmp, timeout=timeout, check=False)
+        return cli(*args, env=daemon_env(self.emu.base_url), cwd=self.tmp)
 
     def once(self, folder: Path | None = None,
              state: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -186,12 +100,7 @@ class Setup:
 
     def drop(self, name: str, prompt: str, *, size: str | None = None,
              folder: Path | None = None) -> Path:
-        path = (folder or self.folder) / name
-        text = f"prompt = {json.dumps(prompt)}\n"
-        if size is not None:
-            text += f"size = {json.dumps(size)}\n"
-        path.write_text(text, encoding="utf-8")
-        return path
+        return write_prompt((folder or self.folder) / name, prompt, size)
 
     def image(self, source: Path, daemon: Daemon | None = None,
               timeout: float = 20.0) -> Path:
@@ -483,7 +392,6 @@ def test_a_second_daemon_on_the_same_state_directory_refuses_to_start(pd: Setup)
 
 
 def test_the_api_key_appears_in_no_log_file_ledger_or_status(pd: Setup) -> None:
-    secrets = (CANARY.encode(), CANARY.removeprefix("sk-canary-").encode())
     daemon = pd.start()
     source = pd.drop("poster.prompt.toml", "a red fox")
     pd.drop("bad.prompt.toml", "a red fox", size="5:7")
@@ -508,7 +416,7 @@ def test_the_api_key_appears_in_no_log_file_ledger_or_status(pd: Setup) -> None:
     assert len(folder_files) == 4
     for where in (running, stopped, folder_files, logs, outputs):
         for name, data in where.items():
-            for secret in secrets:
+            for secret in SECRET_FORMS:
                 assert secret not in data, f"the API key leaked into {name}"
 
 
@@ -523,4 +431,16 @@ def test_a_prompt_file_deleted_while_its_task_runs_gets_no_image(slow_pd: Setup)
     assert [(j["state"], j["outputs"]) for j in job] == [("done", [])]
     time.sleep(2 * SETTLE)
     assert list(pd.folder.iterdir()) == []
+    assert pd.prompts() == ["a red fox"]
+
+
+def test_a_key_given_in_a_file_is_used_and_that_file_alone_holds_it(pd: Setup) -> None:
+    key = key_file(pd.tmp / "toapis-api-key")  # the session's canary scan skips this file only
+    rules = rules_file(pd.tmp / "rules-keyfile.toml", pd.folder, settle=SETTLE)
+    daemon = spawn(rules, pd.state, daemon_env(pd.emu.base_url, key=None), cwd=pd.tmp,
+                   name="keyfile", args=("--api-key-file", str(key)))
+    pd.daemons.append(daemon)
+    daemon.wait_watching(timeout=20)
+    source = pd.drop("poster.prompt.toml", "a red fox")
+    pd.image(source, daemon)  # the emulator only accepts the canary: the file's key was sent
     assert pd.prompts() == ["a red fox"]

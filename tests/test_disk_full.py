@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import os
 import sqlite3
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from figures import record
+from harness import CANARY, fill, small_tmpfs
 from promptdrop.emulator import Emulator
 from promptdrop.engine import EngineOptions
 from promptdrop.ledger import LEDGER_NAME
@@ -26,28 +25,14 @@ from promptdrop.spec import rules_for_folders
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A real 1 MiB tmpfs (we run as root here and in CI)."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, f"cannot mount a tmpfs for the disk-full test: {proc.stderr}"
-    try:
+    with small_tmpfs(tmp_path / "small") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def _fill(folder: Path) -> Path:
-    filler = folder / "filler.bin"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        with contextlib.suppress(OSError):
-            while True:
-                os.write(fd, b"\0" * 4096)
-    finally:
-        os.close(fd)
-    return filler
+@pytest.fixture
+def emulator(emulator_factory: Callable[..., Emulator]) -> Emulator:
+    """A fast emulator that only accepts the canary key."""
+    return emulator_factory(latency=0.05, jitter=0.0, rate_limits=None)
 
 
 def _write_failures(state: Path) -> int:
@@ -66,13 +51,13 @@ def test_disk_full_while_writing_leaves_nothing_partial_and_recovers(
         small_fs: Path, tmp_path: Path, emulator: Emulator) -> None:
     source = small_fs / "big.prompt.toml"
     source.write_text('prompt = "a picture that will not fit"\nsize = "16:9"\n')
-    filler = _fill(small_fs)
+    filler = fill(small_fs)
     with pytest.raises(OSError) as full:
         (small_fs / "probe").write_bytes(b"x" * 8192)
     assert full.value.errno == errno.ENOSPC
 
     state = tmp_path / "state"
-    opts = WatchOptions(rules=rules_for_folders([small_fs]), state_dir=state, api_key="test-key",
+    opts = WatchOptions(rules=rules_for_folders([small_fs]), state_dir=state, api_key=CANARY,
                         base_url=emulator.base_url, once=True,
                         engine=EngineOptions(poll_first=0.05, poll_interval=0.05,
                                              retry_later=0.2))

@@ -18,10 +18,11 @@ import httpx
 import pytest
 from PIL import Image
 
+from harness import CANARY
 from promptdrop import imaging
 from promptdrop.emulator import Emulator, EmulatorConfig, Faults, RateLimitConfig
 
-KEY = "test-key"
+KEY = CANARY
 Factory = Callable[..., Emulator]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from harness import CANARY
 from promptdrop.admin import retry
 from promptdrop.emulator import Emulator, Faults
 from promptdrop.engine import EngineOptions
@@ -30,7 +31,7 @@ def _opts(folder: Path, state: Path, emu: Emulator, *, max_in_flight: int = 4,
     rules = rules_for_folders([folder])
     rules.rules[0] = rules.rules[0].model_copy(
         update={"max_in_flight": max_in_flight, "resubmit_ambiguous": resubmit_ambiguous})
-    return WatchOptions(rules=rules, state_dir=state, api_key="test-key",
+    return WatchOptions(rules=rules, state_dir=state, api_key=CANARY,
                         base_url=emu.base_url, once=True, engine=FAST)
 
 

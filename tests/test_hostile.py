@@ -9,9 +9,6 @@ import hashlib
 import io
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,38 +19,26 @@ import pytest
 from PIL import Image
 
 from figures import record
+from harness import CANARY, Daemon, daemon_env, rules_file, spawn, wait_for
 from promptdrop.emulator import Emulator, EmulatorConfig
 from promptdrop.outputs import note_path
 
-KEY = "sk-hostile-0123456789abcdef"
 SETTLE = 0.2
 TRIED: list[str] = []
 
 
 @dataclass
 class World:
-    tmp: Path
     folder: Path  # the watched root
     outside: Path  # files the daemon must never create, modify or read through a link
     emu: Emulator
-    proc: subprocess.Popen[bytes]
-    err: Path
-
-    def log(self) -> str:
-        return self.err.read_text(errors="replace")[-4000:]
+    daemon: Daemon
 
     def wait(self, cond: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = cond()
-            if value:
-                return value
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the daemon exited ({self.proc.returncode}) waiting for "
-                                     f"{what}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}:\n{self.log()}")
-            time.sleep(0.05)
+        return wait_for(cond, what, timeout=timeout, daemon=self.daemon)
+
+    def alive(self) -> bool:
+        return self.daemon.proc.poll() is None
 
 
 def _png(size: tuple[int, int] = (32, 32), fmt: str = "PNG") -> bytes:
@@ -83,34 +68,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     (outside / "outside-file").write_text("must never change\n")
     (outside / "ref.png").write_bytes(_png())
     (outside / "valid.prompt.toml").write_text('prompt = "from outside the root"\n')
-    rules = tmp / "rules.toml"
-    rules.write_text(f'[[rules]]\nname = "drop"\npath = {json.dumps(str(folder))}\n'
-                     f"settle = {SETTLE}\nmax_in_flight = 4\n", encoding="utf-8")
-    with Emulator(EmulatorConfig(api_key=KEY, latency=0.1, jitter=0.0,
+    rules = rules_file(tmp / "rules.toml", folder, settle=SETTLE, max_in_flight=4)
+    with Emulator(EmulatorConfig(api_key=CANARY, latency=0.1, jitter=0.0,
                                  rate_limits=None)) as emu:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("PROMPTDROP_STATE_DIR", "STATE_DIRECTORY", "CREDENTIALS_DIRECTORY")}
-        env.update(TOAPIS_BASE_URL=emu.base_url, TOAPIS_API_KEY=KEY)
-        out, err = tmp / "daemon.out", tmp / "daemon.err"
-        with out.open("wb") as fo, err.open("wb") as fe:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "promptdrop", "watch", "--rules", str(rules),
-                 "--state-dir", str(state), "--poll-interval", "0.1", "--log-format", "json"],
-                stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, env=env, cwd=tmp)
-        w = World(tmp, folder, outside, emu, proc, err)
+        daemon = spawn(rules, state, daemon_env(emu.base_url), cwd=tmp)
         try:
-            w.wait(lambda: '"watching"' in err.read_text(errors="replace"),
-                   "the daemon to start watching")
-            yield w
+            daemon.wait_watching(timeout=20)
+            yield World(folder, outside, emu, daemon)
         finally:
-            survived = proc.poll() is None
-            if survived:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            survived = daemon.proc.poll() is None
+            daemon.terminate()
             print(f"\nhostile inputs tried on this daemon: {len(TRIED)}")
             record("hostile_inputs", {"inputs_tried": len(TRIED),
                                       "daemon_processes": 1,
@@ -302,7 +269,7 @@ def test_a_prompt_file_with_a_byte_order_mark_is_made_normally(world: World) -> 
 
 def _still_serves(world: World, name: str, before: dict[str, Any]) -> None:
     """Drop a good file; its image must come, and it must be the only API work since `before`."""
-    assert world.proc.poll() is None, world.log()
+    assert world.alive(), world.daemon.log()[-4000:]
     slug = hashlib.sha256(name.encode()).hexdigest()[:10]
     good = world.folder / f"good-{slug}.prompt.toml"
     prompt = f"a good prompt after {name!r}"
@@ -313,4 +280,4 @@ def _still_serves(world: World, name: str, before: dict[str, Any]) -> None:
     assert [s["prompt"] for s in after["submissions"][len(before["submissions"]):]] == [prompt]
     assert after["submit_requests"] - before["submit_requests"] == 1
     assert after["uploads"] == before["uploads"]
-    assert world.proc.poll() is None, world.log()
+    assert world.alive(), world.daemon.log()[-4000:]

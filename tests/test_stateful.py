@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from figures import record
+from harness import CANARY
 from promptdrop.crashpoints import POINTS
 from promptdrop.emulator import Emulator, EmulatorConfig, Faults
 from promptdrop.engine import EngineOptions
@@ -103,7 +104,7 @@ class Folder(RuleBasedStateMachine):
 
     @rule(point=st.sampled_from(POINTS))
     def crash_and_restart(self, point: str) -> None:
-        env = {**os.environ, "PROMPTDROP_CRASH_AT": point, "TOAPIS_API_KEY": "k",
+        env = {**os.environ, "PROMPTDROP_CRASH_AT": point, "TOAPIS_API_KEY": CANARY,
                "TOAPIS_BASE_URL": self.emu.base_url}
         subprocess.run(
             [sys.executable, "-m", "promptdrop", "watch", "--once", str(self.folder),
@@ -119,7 +120,7 @@ class Folder(RuleBasedStateMachine):
         self.steps += 1
         self.seen = dict(self.files)  # what the folder held when this pass read it
         opts = WatchOptions(rules=rules_for_folders([self.folder]), state_dir=self.state,
-                            api_key="k", base_url=self.emu.base_url, once=True, engine=FAST)
+                            api_key=CANARY, base_url=self.emu.base_url, once=True, engine=FAST)
         asyncio.run(run(opts))
 
     @invariant()

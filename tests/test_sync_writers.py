@@ -12,18 +12,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from harness import CANARY, Daemon, daemon_env, spawn, stop_all, wait_for
 from promptdrop import outputs
 from promptdrop.emulator import Emulator
 from promptdrop.ledger import LEDGER_NAME
@@ -31,20 +28,7 @@ from promptdrop.spec import STYLE_SEPARATOR
 
 SETTLE = 0.4
 POLL_INTERVAL = 0.3
-WAIT = 15.0
 MODES = ["never", "always"]  # inotify events only / polling only
-
-
-def wait_until(check: Callable[[], Any], timeout: float = WAIT, what: str = "condition") -> Any:
-    """Poll `check` until it returns something truthy; fail the test after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def prompts(emu: Emulator) -> list[str]:
@@ -82,75 +66,43 @@ class Root:
         return "\n".join(lines) + "\n"
 
 
-class Daemon:
-    """A `promptdrop watch` subprocess; `stop()` is always called at teardown."""
-
-    def __init__(self, tmp: Path, emu: Emulator, roots: list[Root]) -> None:
-        self.tmp = tmp
-        self.state = tmp / "state"
-        self.rules = tmp / "test.rules.toml"
-        self.rules.write_text("\n".join(r.toml() for r in roots), encoding="utf-8")
-        self.stdout = tmp / "daemon.out"
-        self.stderr = tmp / "daemon.err"
-        env = {**os.environ, "TOAPIS_BASE_URL": emu.base_url, "TOAPIS_API_KEY": "sync-test-key"}
-        with open(self.stdout, "wb") as out, open(self.stderr, "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "promptdrop", "watch", "--rules", str(self.rules),
-                 "--state-dir", str(self.state), "--poll-interval", "0.1",
-                 "--log-format", "json"],
-                env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-            )
-        wait_until(self._watching, what="the daemon to start watching")
-
-    def log(self) -> str:
-        return self.stderr.read_text(errors="replace") + self.stdout.read_text(errors="replace")
-
-    def _watching(self) -> bool:
-        if self.proc.poll() is not None:
-            pytest.fail(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
-        return '"watching"' in self.log()
-
-    def sources(self) -> dict[str, str]:
-        """Source path -> status, read from the ledger without writing to it."""
-        uri = (self.state / LEDGER_NAME).as_uri() + "?mode=ro"
-        db = sqlite3.connect(uri, uri=True, timeout=5)
-        try:
-            return dict(db.execute("SELECT path, status FROM sources").fetchall())
-        finally:
-            db.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def source_statuses(state: Path) -> dict[str, str]:
+    """Source path -> status, read from the daemon's ledger without writing to it."""
+    uri = (state / LEDGER_NAME).as_uri() + "?mode=ro"
+    db = sqlite3.connect(uri, uri=True, timeout=5)
+    try:
+        return dict(db.execute("SELECT path, status FROM sources").fetchall())
+    finally:
+        db.close()
 
 
 @pytest.fixture
 def emu(emulator_factory: Callable[..., Emulator]) -> Emulator:
-    return emulator_factory(latency=0.1, rate_limits=None)
+    return emulator_factory(api_key=CANARY, latency=0.1, rate_limits=None)
+
+
+Start = Callable[[list[Root]], Daemon]
 
 
 @pytest.fixture
-def start_daemon(tmp_path: Path, emu: Emulator) -> Iterator[Callable[[list[Root]], Daemon]]:
+def start_daemon(tmp_path: Path, emu: Emulator) -> Iterator[Start]:
+    """Start `promptdrop watch` on these roots and wait until it watches."""
     started: list[Daemon] = []
 
     def start(roots: list[Root]) -> Daemon:
-        d = Daemon(tmp_path, emu, roots)
+        rules = tmp_path / "test.rules.toml"
+        rules.write_text("\n".join(r.toml() for r in roots), encoding="utf-8")
+        d = spawn(rules, tmp_path / "state", daemon_env(emu.base_url), cwd=tmp_path)
         started.append(d)
-        return d
+        return d.wait_watching()
 
     try:
         yield start
     finally:
-        for d in started:
-            d.stop()
+        stop_all(started)
 
 
-def one_root(tmp_path: Path, start: Callable[[list[Root]], Daemon],
+def one_root(tmp_path: Path, start: Start,
              poll: str) -> tuple[Path, Daemon]:
     folder = tmp_path / "drop"
     folder.mkdir()
@@ -175,7 +127,7 @@ def drop_marker(folder: Path, emu: Emulator, name: str = "marker") -> None:
     """Drop a fresh prompt file and wait for its image: everything queued before it has been
     seen by then, so counting submissions afterwards is not a race against the settle timer."""
     (folder / f"{name}.prompt.toml").write_text(toml_prompt(f"marker {name}"), encoding="utf-8")
-    wait_until(lambda: image(folder, name), what=f"the image of {name}")
+    wait_for(lambda: image(folder, name), what=f"the image of {name}")
     time.sleep(2 * SETTLE)
 
 
@@ -184,7 +136,7 @@ def drop_marker(folder: Path, emu: Emulator, name: str = "marker") -> None:
 
 @pytest.mark.parametrize("poll", MODES)
 def test_syncthing_temp_file_renamed_into_place_is_submitted_once(
-    tmp_path: Path, emu: Emulator, start_daemon: Callable[[list[Root]], Daemon], poll: str
+    tmp_path: Path, emu: Emulator, start_daemon: Start, poll: str
 ) -> None:
     folder, _ = one_root(tmp_path, start_daemon, poll)
     temp = folder / ".syncthing.poster.prompt.toml.tmp"
@@ -192,7 +144,7 @@ def test_syncthing_temp_file_renamed_into_place_is_submitted_once(
     time.sleep(SETTLE + 0.3)  # the temp name settles, and must still be ignored
     os.rename(temp, folder / "poster.prompt.toml")
 
-    wait_until(lambda: image(folder), what="poster image")
+    wait_for(lambda: image(folder), what="poster image")
     drop_marker(folder, emu)
     assert prompts(emu).count("a poster synced by syncthing") == 1
     assert len(prompts(emu)) == 2
@@ -202,7 +154,7 @@ def test_syncthing_temp_file_renamed_into_place_is_submitted_once(
 
 @pytest.mark.parametrize("poll", MODES)
 def test_rsync_temp_file_renamed_into_place_is_submitted_once(
-    tmp_path: Path, emu: Emulator, start_daemon: Callable[[list[Root]], Daemon], poll: str
+    tmp_path: Path, emu: Emulator, start_daemon: Start, poll: str
 ) -> None:
     folder, _ = one_root(tmp_path, start_daemon, poll)
     temp = folder / ".poster.prompt.toml.AbC123"
@@ -210,7 +162,7 @@ def test_rsync_temp_file_renamed_into_place_is_submitted_once(
     time.sleep(SETTLE + 0.3)
     os.rename(temp, folder / "poster.prompt.toml")
 
-    wait_until(lambda: image(folder), what="poster image")
+    wait_for(lambda: image(folder), what="poster image")
     drop_marker(folder, emu)
     assert prompts(emu).count("a poster copied by rsync") == 1
     assert len(prompts(emu)) == 2
@@ -219,7 +171,7 @@ def test_rsync_temp_file_renamed_into_place_is_submitted_once(
 
 @pytest.mark.parametrize("poll", MODES)
 def test_browser_download_over_empty_placeholder_submits_the_final_content_once(
-    tmp_path: Path, emu: Emulator, start_daemon: Callable[[list[Root]], Daemon], poll: str
+    tmp_path: Path, emu: Emulator, start_daemon: Start, poll: str
 ) -> None:
     folder, _ = one_root(tmp_path, start_daemon, poll)
     final = folder / "poster.prompt.toml"
@@ -229,7 +181,7 @@ def test_browser_download_over_empty_placeholder_submits_the_final_content_once(
     time.sleep(SETTLE + 0.3)  # the empty placeholder has settled by now
     os.replace(part, final)
 
-    wait_until(lambda: image(folder), what="poster image")
+    wait_for(lambda: image(folder), what="poster image")
     drop_marker(folder, emu)
     assert prompts(emu) == ["a poster downloaded by a browser", "marker marker"]
     assert not outputs.note_path(final).exists()
@@ -239,7 +191,7 @@ def test_browser_download_over_empty_placeholder_submits_the_final_content_once(
 
 
 def test_file_growing_for_three_seconds_is_submitted_once_after_the_last_write(
-    tmp_path: Path, emu: Emulator, start_daemon: Callable[[list[Root]], Daemon]
+    tmp_path: Path, emu: Emulator, start_daemon: Start
 ) -> None:
     folder, _ = one_root(tmp_path, start_daemon, "never")
     text = "a slowly synced poster of a lighthouse at dusk with gulls"
@@ -257,48 +209,49 @@ def test_file_growing_for_three_seconds_is_submitted_once_after_the_last_write(
         f.write(tail)
     last_write = time.monotonic()
 
-    wait_until(lambda: emu.stats()["submissions"], what="the submission")
+    wait_for(lambda: emu.stats()["submissions"], what="the submission")
     assert time.monotonic() - last_write >= SETTLE * 0.9
-    wait_until(lambda: image(folder), what="poster image")
+    wait_for(lambda: image(folder), what="poster image")
     drop_marker(folder, emu)
     assert prompts(emu) == [text, "marker marker"]
     assert not outputs.note_path(path).exists()
 
 
 def test_editor_atomic_save_over_a_done_file_submits_once_and_keeps_the_old_image(
-    tmp_path: Path, emu: Emulator, start_daemon: Callable[[list[Root]], Daemon]
+    tmp_path: Path, emu: Emulator, start_daemon: Start
 ) -> None:
     folder, _ = one_root(tmp_path, start_daemon, "never")
     path = folder / "poster.prompt.toml"
     path.write_text(toml_prompt("first draft"), encoding="utf-8")
-    first = wait_until(lambda: image(folder), what="first image")
+    first = wait_for(lambda: image(folder), what="first image")
+    assert first is not None
     first_bytes = first.read_bytes()
 
     temp = folder / ".goutputstream-XYZ"
     temp.write_text(toml_prompt("second draft"), encoding="utf-8")
     os.replace(temp, path)
 
-    wait_until(lambda: len(prompts(emu)) == 2, what="the second submission")
+    wait_for(lambda: len(prompts(emu)) == 2, what="the second submission")
     kept = folder / f"poster.v1{first.suffix}"
-    wait_until(kept.exists, what=str(kept))
+    wait_for(kept.exists, what=str(kept))
     def replaced() -> bool:
         current = image(folder)
         return current is not None and current.read_bytes() != first_bytes
 
-    wait_until(replaced, what="the new image")
+    wait_for(replaced, what="the new image")
     drop_marker(folder, emu)
     assert prompts(emu) == ["first draft", "second draft", "marker marker"]
     assert kept.read_bytes() == first_bytes
 
 
 def test_touches_and_identical_resyncs_of_done_files_submit_nothing(
-    tmp_path: Path, emu: Emulator, start_daemon: Callable[[list[Root]], Daemon]
+    tmp_path: Path, emu: Emulator, start_daemon: Start
 ) -> None:
     folder, _ = one_root(tmp_path, start_daemon, "never")
     files = [folder / f"p{i}.prompt.toml" for i in range(10)]
     for i, f in enumerate(files):
         f.write_text(toml_prompt(f"picture {i}"), encoding="utf-8")
-    wait_until(lambda: all(image(folder, f"p{i}") for i in range(10)), what="ten images")
+    wait_for(lambda: all(image(folder, f"p{i}") for i in range(10)), what="ten images")
     assert len(prompts(emu)) == 10
 
     for n in range(100):
@@ -325,7 +278,7 @@ def test_touches_and_identical_resyncs_of_done_files_submit_nothing(
 
 @pytest.mark.parametrize("poll", MODES)
 def test_conflict_copies_are_not_submitted_and_get_a_note(
-    tmp_path: Path, emu: Emulator, start_daemon: Callable[[list[Root]], Daemon], poll: str
+    tmp_path: Path, emu: Emulator, start_daemon: Start, poll: str
 ) -> None:
     folder, _ = one_root(tmp_path, start_daemon, poll)
     copies = [
@@ -337,7 +290,7 @@ def test_conflict_copies_are_not_submitted_and_get_a_note(
 
     for c in copies:
         note = outputs.note_path(c)
-        wait_until(note.exists, what=f"a note for {c.name}")
+        wait_for(note.exists, what=f"a note for {c.name}")
         assert "conflict copy" in note.read_text(encoding="utf-8")
     drop_marker(folder, emu)
     assert prompts(emu) == ["marker marker"]
@@ -347,7 +300,7 @@ def test_conflict_copies_are_not_submitted_and_get_a_note(
 
 
 def test_each_root_applies_its_own_defaults_and_folder_style(
-    tmp_path: Path, emu: Emulator, start_daemon: Callable[[list[Root]], Daemon]
+    tmp_path: Path, emu: Emulator, start_daemon: Start
 ) -> None:
     wide, tall = tmp_path / "wide", tmp_path / "tall"
     (wide / "styled").mkdir(parents=True)
@@ -363,7 +316,7 @@ def test_each_root_applies_its_own_defaults_and_folder_style(
     (tall / "c.prompt.toml").write_text(toml_prompt("tall plain"), encoding="utf-8")
     (tall / "d.prompt.toml").write_text(toml_prompt("tall square", "1:1"), encoding="utf-8")
 
-    wait_until(lambda: all(image(f.parent, f.name.split(".")[0]) for f in [
+    wait_for(lambda: all(image(f.parent, f.name.split(".")[0]) for f in [
         wide / "a.x", wide / "styled" / "b.x", tall / "c.x", tall / "d.x"]),
         what="four images")
     got = {s["prompt"]: s["size"] for s in emu.stats()["submissions"]}
@@ -380,25 +333,25 @@ def test_each_root_applies_its_own_defaults_and_folder_style(
 
 @pytest.mark.parametrize("poll", MODES)
 def test_a_root_that_vanishes_and_returns_loses_nothing_and_pays_nothing(
-    tmp_path: Path, emu: Emulator, start_daemon: Callable[[list[Root]], Daemon], poll: str
+    tmp_path: Path, emu: Emulator, start_daemon: Start, poll: str
 ) -> None:
     folder, daemon = one_root(tmp_path, start_daemon, poll)
     for i in range(3):
         (folder / f"p{i}.prompt.toml").write_text(toml_prompt(f"kept {i}"), encoding="utf-8")
-    wait_until(lambda: all(image(folder, f"p{i}") for i in range(3)), what="three images")
+    wait_for(lambda: all(image(folder, f"p{i}") for i in range(3)), what="three images")
 
     away = tmp_path / "unmounted"
     os.rename(folder, away)
-    wait_until(lambda: "cannot be read" in daemon.log(), what="the daemon to notice")
+    wait_for(lambda: "cannot be read" in daemon.log(), what="the daemon to notice")
     time.sleep(SETTLE + 0.3)
     os.rename(away, folder)
-    wait_until(lambda: "watcher_root_back" in daemon.log(), what="the daemon to see it back")
+    wait_for(lambda: "watcher_root_back" in daemon.log(), what="the daemon to see it back")
 
     (folder / "fresh.prompt.toml").write_text(toml_prompt("after the return"),
                                               encoding="utf-8")
-    wait_until(lambda: image(folder, "fresh"), what="the image of the new file")
+    wait_for(lambda: image(folder, "fresh"), what="the image of the new file")
     time.sleep(2 * SETTLE)
     assert sorted(prompts(emu)) == ["after the return", "kept 0", "kept 1", "kept 2"]
-    statuses = daemon.sources()
+    statuses = source_statuses(tmp_path / "state")
     assert statuses == {str(folder / f"{n}.prompt.toml"): "active"
                         for n in ("p0", "p1", "p2", "fresh")}
