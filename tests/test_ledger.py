@@ -1,5 +1,9 @@
-"""The ledger on real SQLite files: durability settings, migrations, guarded job transitions,
-crash recovery (including a SIGKILLed process), sources, outputs, uploads, budgets, state dir.
+"""The ledger on both backends: real SQLite files and a real throwaway PostgreSQL server.
+
+Durability settings, migrations, guarded job transitions, crash recovery (including a SIGKILLed
+process), sources, outputs, uploads, budgets, state dir; claims (leases) and take-over; the
+shared ledger's host-independent paths and its behaviour when the database goes away.
+Every test taking `ledger` or `make_ledger` runs once per backend.
 """
 
 from __future__ import annotations
@@ -13,13 +17,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from sqlite_utils import Database
 
+import pgserver
+from pgserver import PgServer, outage
 from promptdrop.ledger import (
     ALLOWED,
     FINAL,
@@ -27,12 +34,24 @@ from promptdrop.ledger import (
     IllegalTransition,
     Job,
     JobState,
+    LeaseLost,
     Ledger,
+    LedgerBase,
+    LedgerUnavailable,
+    LedgerUrlError,
+    PathCodec,
     Recovery,
     StaleTransition,
+    default_host_id,
     default_state_dir,
+    open_ledger,
+    pg_migrations,
 )
 from promptdrop.ledger.migrations import MIGRATIONS, migrate
+from promptdrop.ledger.postgres import PostgresLedger
+
+pg_server = pgserver.pg_server  # the fixtures, for this module's tests
+pg_url = pgserver.pg_url
 
 S = JobState
 REQUEST: dict[str, Any] = {"model": "m", "prompt": "a red bicycle", "size": "1024x1024"}
@@ -66,14 +85,45 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+MakeLedger = Callable[..., LedgerBase]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def ledger(tmp_path: Path, clock: FakeClock) -> Iterator[Ledger]:
-    led = Ledger(tmp_path / LEDGER_NAME, clock=clock)
-    yield led
-    led.close()
+def make_ledger(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[MakeLedger]:
+    """Opens ledgers on one store (one SQLite file, or one fresh PostgreSQL schema)."""
+    url = str(request.getfixturevalue("pg_url")) if backend == "postgresql" else None
+    opened: list[LedgerBase] = []
+
+    def make(clock: Callable[[], float] = time.time, *, track: bool = True,
+             **kwargs: Any) -> LedgerBase:
+        """`track=False`: the caller closes it (SQLite wants that done in the opening thread)."""
+        led: LedgerBase
+        if url is None:
+            led = Ledger(tmp_path / LEDGER_NAME, clock=clock)
+        else:
+            led = PostgresLedger(url, clock=clock, **kwargs)
+        if track:
+            opened.append(led)
+        return led
+
+    yield make
+    for led in opened:
+        led.close()
 
 
-def drive(led: Ledger, job: Job, target: JobState) -> Job:
+@pytest.fixture
+def ledger(make_ledger: MakeLedger, clock: FakeClock) -> LedgerBase:
+    return make_ledger(clock)
+
+
+def drive(led: LedgerBase, job: Job, target: JobState) -> Job:
     """Move `job` from PENDING to `target` along PATH_TO."""
     state = job.state
     for nxt in PATH_TO[target]:
@@ -90,6 +140,17 @@ def raw_row(path: Path, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ..
         row = conn.execute(sql, params).fetchone()
     finally:
         conn.close()
+    assert row is not None
+    return tuple(row)
+
+
+def committed_row(led: LedgerBase, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...]:
+    """`raw_row` for either backend: a fresh connection of its own sees only committed data."""
+    if isinstance(led, Ledger):
+        return raw_row(led.path, sql, params)
+    assert isinstance(led, PostgresLedger)
+    with psycopg.connect(led.url) as conn:
+        row = conn.execute(sql.replace("?", "%s"), params).fetchone()
     assert row is not None
     return tuple(row)
 
@@ -125,19 +186,29 @@ def test_open_in_a_state_dir_makes_a_private_folder(tmp_path: Path) -> None:
 
 
 def test_migrations_are_recorded_once_and_not_rerun_on_reopen(
-    tmp_path: Path, clock: FakeClock
+    make_ledger: MakeLedger, clock: FakeClock
 ) -> None:
-    path = tmp_path / LEDGER_NAME
-    with Ledger(path, clock=clock) as led:
-        job = led.ensure_job("h1", 0, REQUEST, "rule")
-        first = list(led.db.query("SELECT name, applied_at FROM migrations ORDER BY name"))
-    assert [r["name"] for r in first] == [name for name, _ in MIGRATIONS]
+    led = make_ledger(clock)
+    job = led.ensure_job("h1", 0, REQUEST, "rule")
+    sql = "SELECT name, applied_at FROM migrations ORDER BY name"
+    first = led._rows(sql)
+    sqlite_names = [name for name, _ in MIGRATIONS]
+    pg_names = [name for name, _ in pg_migrations.MIGRATIONS]
+    # One history in two dialects, plus what only a shared ledger needs.
+    assert pg_names[:len(sqlite_names)] == sqlite_names
+    assert [r["name"] for r in first] == (sqlite_names if isinstance(led, Ledger) else pg_names)
+    led.close()
 
-    with Ledger(path, clock=clock) as led:
-        again = list(led.db.query("SELECT name, applied_at FROM migrations ORDER BY name"))
-        assert again == first  # same rows, same timestamps: nothing re-applied
-        assert migrate(led.db) == []
-        assert led.get_job(job.id) == job  # data survives the reopen
+    again_led = make_ledger(clock)
+    assert again_led._rows(sql) == first  # same rows, same timestamps: nothing re-applied
+    if isinstance(again_led, Ledger):
+        assert migrate(again_led.db) == []
+    else:
+        assert isinstance(again_led, PostgresLedger)
+        with psycopg.connect(again_led.url, autocommit=True) as conn:
+            assert pg_migrations.migrate(conn) == []
+    assert again_led.get_job(job.id) == job  # data survives the reopen
+    assert again_led.integrity_check() == "ok"
 
 
 def test_a_ledger_opened_while_another_process_migrates_waits_and_does_not_migrate_twice(
@@ -178,7 +249,9 @@ def test_a_ledger_opened_while_another_process_migrates_waits_and_does_not_migra
 # Jobs ----------------------------------------------------------------------------------------
 
 
-def test_ensure_job_is_idempotent_per_request_and_index(ledger: Ledger, clock: FakeClock) -> None:
+def test_ensure_job_is_idempotent_per_request_and_index(
+    ledger: LedgerBase, clock: FakeClock
+) -> None:
     job = ledger.ensure_job("h1", 0, REQUEST, "rule-a")
     assert job.state is S.PENDING
     assert (job.generation, job.attempts) == (0, 0)
@@ -192,7 +265,7 @@ def test_ensure_job_is_idempotent_per_request_and_index(ledger: Ledger, clock: F
     assert len(ledger.jobs()) == 1
 
 
-def test_ensure_job_makes_one_job_per_image_index(ledger: Ledger) -> None:
+def test_ensure_job_makes_one_job_per_image_index(ledger: LedgerBase) -> None:
     jobs = [ledger.ensure_job("h1", i, REQUEST, "rule") for i in (2, 0, 1)]
     assert len({j.id for j in jobs}) == 3
     assert [j.image_index for j in ledger.jobs_for_request("h1")] == [0, 1, 2]
@@ -201,7 +274,7 @@ def test_ensure_job_makes_one_job_per_image_index(ledger: Ledger) -> None:
     assert ledger.find_job("nope", 0) is None
 
 
-def test_jobs_filters_by_state_oldest_first(ledger: Ledger) -> None:
+def test_jobs_filters_by_state_oldest_first(ledger: LedgerBase) -> None:
     a = drive(ledger, ledger.ensure_job("h", 0, REQUEST, None), S.RUNNING)
     b = ledger.ensure_job("h", 1, REQUEST, None)
     c = drive(ledger, ledger.ensure_job("h", 2, REQUEST, None), S.RUNNING)
@@ -227,7 +300,7 @@ def test_the_path_table_reaches_every_state() -> None:
     ("src", "dst"), list(itertools.product(JobState, JobState)), ids=lambda s: str(s)
 )
 def test_every_listed_move_works_and_every_other_raises(
-    ledger: Ledger, clock: FakeClock, src: JobState, dst: JobState
+    ledger: LedgerBase, clock: FakeClock, src: JobState, dst: JobState
 ) -> None:
     job = drive(ledger, ledger.ensure_job("h", 0, REQUEST, "rule"), src)
     events_before = len(ledger.events(job.id))
@@ -249,7 +322,7 @@ def test_every_listed_move_works_and_every_other_raises(
 
 
 def test_a_move_from_the_wrong_state_is_stale_and_changes_nothing(
-    ledger: Ledger, clock: FakeClock
+    ledger: LedgerBase, clock: FakeClock
 ) -> None:
     job = drive(ledger, ledger.ensure_job("h", 0, REQUEST, "rule"), S.RUNNING)
     events = ledger.events(job.id)
@@ -262,7 +335,7 @@ def test_a_move_from_the_wrong_state_is_stale_and_changes_nothing(
     assert ledger.events(job.id) == events
 
 
-def test_an_unknown_field_is_refused_before_anything_changes(ledger: Ledger) -> None:
+def test_an_unknown_field_is_refused_before_anything_changes(ledger: LedgerBase) -> None:
     job = ledger.ensure_job("h", 0, REQUEST, "rule")
     with pytest.raises(ValueError, match="generation"):
         ledger.transition(job.id, S.PENDING, S.SUBMITTING, generation=7)
@@ -270,7 +343,7 @@ def test_an_unknown_field_is_refused_before_anything_changes(ledger: Ledger) -> 
     assert ledger.events(job.id) == []
 
 
-def test_a_transition_sets_the_given_fields(ledger: Ledger) -> None:
+def test_a_transition_sets_the_given_fields(ledger: LedgerBase) -> None:
     job = ledger.ensure_job("h", 0, REQUEST, "rule")
     job = ledger.transition(job.id, S.PENDING, S.SUBMITTING, intent_at=5.0)
     job = ledger.transition(job.id, S.SUBMITTING, S.RUNNING, task_id="task-1", submitted_at=6.0)
@@ -284,32 +357,31 @@ def test_a_transition_sets_the_given_fields(ledger: Ledger) -> None:
     assert (job.image_sha256, job.image_format) == ("ab" * 32, "png")
 
 
-def test_two_ledgers_on_one_file_cannot_move_a_job_twice(tmp_path: Path) -> None:
-    path = tmp_path / LEDGER_NAME
-    with Ledger(path) as daemon, Ledger(path) as retry_cmd:
-        job = daemon.ensure_job("h", 0, REQUEST, "rule")
-        assert retry_cmd.ensure_job("h", 0, REQUEST, "rule").id == job.id
+def test_two_ledgers_on_one_store_cannot_move_a_job_twice(make_ledger: MakeLedger) -> None:
+    daemon, retry_cmd = make_ledger(), make_ledger()
+    job = daemon.ensure_job("h", 0, REQUEST, "rule")
+    assert retry_cmd.ensure_job("h", 0, REQUEST, "rule").id == job.id
 
-        daemon.transition(job.id, S.PENDING, S.SUBMITTING, count_attempt=True)
-        with pytest.raises(StaleTransition):
-            retry_cmd.transition(job.id, S.PENDING, S.SUBMITTING, count_attempt=True)
+    daemon.transition(job.id, S.PENDING, S.SUBMITTING, count_attempt=True)
+    with pytest.raises(StaleTransition):
+        retry_cmd.transition(job.id, S.PENDING, S.SUBMITTING, count_attempt=True)
 
-        seen = retry_cmd.get_job(job.id)
-        assert seen.state is S.SUBMITTING
-        assert seen.attempts == 1  # exactly one paid POST on record
-        assert [e["to_state"] for e in retry_cmd.events(job.id)] == ["submitting"]
-        # And the other way round: the second ledger moves it, the first is now stale.
-        retry_cmd.transition(job.id, S.SUBMITTING, S.AMBIGUOUS, error="lost")
-        with pytest.raises(StaleTransition):
-            daemon.transition(job.id, S.SUBMITTING, S.RUNNING, task_id="t")
-        assert daemon.get_job(job.id).state is S.AMBIGUOUS
+    seen = retry_cmd.get_job(job.id)
+    assert seen.state is S.SUBMITTING
+    assert seen.attempts == 1  # exactly one paid POST on record
+    assert [e["to_state"] for e in retry_cmd.events(job.id)] == ["submitting"]
+    # And the other way round: the second ledger moves it, the first is now stale.
+    retry_cmd.transition(job.id, S.SUBMITTING, S.AMBIGUOUS, error="lost")
+    with pytest.raises(StaleTransition):
+        daemon.transition(job.id, S.SUBMITTING, S.RUNNING, task_id="t")
+    assert daemon.get_job(job.id).state is S.AMBIGUOUS
 
 
-def test_count_attempt_is_committed_together_with_the_move(ledger: Ledger) -> None:
+def test_count_attempt_is_committed_together_with_the_move(ledger: LedgerBase) -> None:
     job = ledger.ensure_job("h", 0, REQUEST, "rule")
     ledger.transition(job.id, S.PENDING, S.SUBMITTING, count_attempt=True, intent_at=1.0)
     # Read through a separate connection: both are durable once transition() returns.
-    assert raw_row(ledger.path, "SELECT state, attempts FROM jobs WHERE id = ?", (job.id,)) == (
+    assert committed_row(ledger, "SELECT state, attempts FROM jobs WHERE id = ?", (job.id,)) == (
         "submitting",
         1,
     )
@@ -322,7 +394,7 @@ def test_count_attempt_is_committed_together_with_the_move(ledger: Ledger) -> No
 
 @pytest.mark.parametrize("final", sorted(FINAL))
 def test_retry_from_a_final_state_starts_a_new_generation(
-    ledger: Ledger, final: JobState
+    ledger: LedgerBase, final: JobState
 ) -> None:
     job = ledger.ensure_job("h", 0, REQUEST, "rule")
     job = ledger.transition(job.id, S.PENDING, S.SUBMITTING, count_attempt=True)
@@ -338,7 +410,7 @@ def test_retry_from_a_final_state_starts_a_new_generation(
     assert ledger.transition(again.id, S.AMBIGUOUS, S.PENDING).generation == 2
 
 
-def test_a_non_final_return_to_pending_keeps_the_generation(ledger: Ledger) -> None:
+def test_a_non_final_return_to_pending_keeps_the_generation(ledger: LedgerBase) -> None:
     job = ledger.ensure_job("h", 0, REQUEST, "rule")
     job = ledger.transition(job.id, S.PENDING, S.UPLOADING)
     job = ledger.transition(job.id, S.UPLOADING, S.PENDING)
@@ -348,24 +420,24 @@ def test_a_non_final_return_to_pending_keeps_the_generation(ledger: Ledger) -> N
 
 
 def test_update_running_records_the_poll_only_for_running_jobs(
-    ledger: Ledger, clock: FakeClock
+    ledger: LedgerBase, clock: FakeClock
 ) -> None:
     job = drive(ledger, ledger.ensure_job("h", 0, REQUEST, "rule"), S.RUNNING)
     clock.now += 3
     ledger.update_running(job.id, '{"status": "processing"}')
-    assert raw_row(ledger.path, "SELECT task_json FROM jobs WHERE id = ?", (job.id,)) == (
+    assert committed_row(ledger, "SELECT task_json FROM jobs WHERE id = ?", (job.id,)) == (
         '{"status": "processing"}',
     )
     assert ledger.get_job(job.id).updated_at == clock.now
     other = ledger.ensure_job("h", 1, REQUEST, "rule")
     ledger.update_running(other.id, '{"status": "x"}')
-    assert raw_row(ledger.path, "SELECT task_json FROM jobs WHERE id = ?", (other.id,)) == (None,)
+    assert committed_row(ledger, "SELECT task_json FROM jobs WHERE id = ?", (other.id,)) == (None,)
 
 
 # History and budgets ------------------------------------------------------------------------
 
 
-def test_job_events_keep_the_history_in_order(ledger: Ledger, clock: FakeClock) -> None:
+def test_job_events_keep_the_history_in_order(ledger: LedgerBase, clock: FakeClock) -> None:
     job = ledger.ensure_job("h", 0, REQUEST, "rule")
     clock.now = 10.0
     ledger.transition(job.id, S.PENDING, S.SUBMITTING, detail="intent")
@@ -385,7 +457,7 @@ def test_job_events_keep_the_history_in_order(ledger: Ledger, clock: FakeClock) 
 
 
 def test_submissions_since_counts_submit_intents_per_rule_and_time(
-    ledger: Ledger, clock: FakeClock
+    ledger: LedgerBase, clock: FakeClock
 ) -> None:
     a1 = ledger.ensure_job("ha", 0, REQUEST, "rule-a")
     a2 = ledger.ensure_job("ha", 1, REQUEST, "rule-a")
@@ -412,7 +484,7 @@ def test_submissions_since_counts_submit_intents_per_rule_and_time(
 
 
 def test_done_since_counts_each_delivered_job_once_per_rule_and_time(
-    ledger: Ledger, clock: FakeClock
+    ledger: LedgerBase, clock: FakeClock
 ) -> None:
     a = ledger.ensure_job("ha", 0, REQUEST, "rule-a")
     b = ledger.ensure_job("hb", 0, REQUEST, "rule-b")
@@ -429,7 +501,7 @@ def test_done_since_counts_each_delivered_job_once_per_rule_and_time(
 
 
 def test_a_note_on_a_submitting_job_is_not_counted_as_another_submission(
-    ledger: Ledger,
+    ledger: LedgerBase,
 ) -> None:
     job = ledger.ensure_job("h", 0, REQUEST, "rule")
     ledger.transition(job.id, S.PENDING, S.SUBMITTING, count_attempt=True)
@@ -441,7 +513,7 @@ def test_a_note_on_a_submitting_job_is_not_counted_as_another_submission(
 # Recovery -----------------------------------------------------------------------------------
 
 
-def test_recover_repairs_every_interrupted_step(ledger: Ledger) -> None:
+def test_recover_repairs_every_interrupted_step(ledger: LedgerBase) -> None:
     by_state = {
         st: drive(ledger, ledger.ensure_job("h", i, REQUEST, "rule"), st)
         for i, st in enumerate(JobState)
@@ -472,16 +544,17 @@ def test_recover_repairs_every_interrupted_step(ledger: Ledger) -> None:
     )
 
 
-def test_recover_on_an_empty_ledger_finds_nothing(ledger: Ledger) -> None:
+def test_recover_on_an_empty_ledger_finds_nothing(ledger: LedgerBase) -> None:
     assert ledger.recover() == Recovery(0, 0, 0, 0)
 
 
 _CRASHING_CHILD = """
 import sys, time
 from pathlib import Path
-from promptdrop.ledger import JobState, Ledger
+from promptdrop.ledger import JobState, Ledger, open_ledger
 
-led = Ledger(Path(sys.argv[1]))
+where = sys.argv[1]
+led = open_ledger(where) if where.startswith("postgresql:") else Ledger(Path(where))
 job = led.ensure_job("crash", 0, {"prompt": "x"}, "rule")
 led.transition(job.id, JobState.PENDING, JobState.SUBMITTING, count_attempt=True, intent_at=1.0)
 print(job.id, flush=True)
@@ -490,11 +563,13 @@ time.sleep(60)
 
 
 def test_a_process_killed_mid_submit_leaves_a_sound_ledger_and_an_ambiguous_job(
-    tmp_path: Path,
+    make_ledger: MakeLedger, tmp_path: Path
 ) -> None:
-    path = tmp_path / LEDGER_NAME
+    probe = make_ledger()
+    where = probe.url if isinstance(probe, PostgresLedger) else str(probe.location)
+    probe.close()
     child = subprocess.Popen(
-        [sys.executable, "-c", _CRASHING_CHILD, str(path)],
+        [sys.executable, "-c", _CRASHING_CHILD, where],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -515,24 +590,24 @@ def test_a_process_killed_mid_submit_leaves_a_sound_ledger_and_an_ambiguous_job(
                 stream.close()
     job_id = int(line)
 
-    with Ledger(path) as led:
-        assert led.integrity_check() == "ok"
-        job = led.get_job(job_id)
-        assert job.state is S.SUBMITTING
-        assert job.attempts == 1
-        assert led.recover() == Recovery(
-            ambiguous=1, uploads_restarted=0, downloads_restarted=0, running=0
-        )
-        after = led.get_job(job_id)
-        assert after.state is S.AMBIGUOUS
-        assert after.error
-        assert after.attempts == 1
+    led = make_ledger()
+    assert led.integrity_check() == "ok"
+    job = led.get_job(job_id)
+    assert job.state is S.SUBMITTING
+    assert job.attempts == 1
+    assert led.recover() == Recovery(
+        ambiguous=1, uploads_restarted=0, downloads_restarted=0, running=0
+    )
+    after = led.get_job(job_id)
+    assert after.state is S.AMBIGUOUS
+    assert after.error
+    assert after.attempts == 1
 
 
 # Sources --------------------------------------------------------------------------------------
 
 
-def test_sources_are_stored_updated_and_read_back(ledger: Ledger, tmp_path: Path) -> None:
+def test_sources_are_stored_updated_and_read_back(ledger: LedgerBase, tmp_path: Path) -> None:
     p = tmp_path / "cats" / "tabby.prompt.toml"
     assert ledger.get_source(p) is None
     ledger.put_source(p, rule="r", status="active", content_sha256="c1", request_hash="h1",
@@ -559,7 +634,7 @@ def test_sources_are_stored_updated_and_read_back(ledger: Ledger, tmp_path: Path
     assert (gone.status, gone.error, gone.content_sha256) == ("deleted", None, "c2")
 
 
-def test_sources_for_request_lists_active_ones_by_default(ledger: Ledger) -> None:
+def test_sources_for_request_lists_active_ones_by_default(ledger: LedgerBase) -> None:
     ledger.put_source("/w/b.prompt.toml", rule="r", status="active", request_hash="h")
     ledger.put_source("/w/a.prompt.toml", rule="r", status="active", request_hash="h")
     ledger.put_source("/w/c.prompt.toml", rule="r", status="deleted", request_hash="h")
@@ -574,7 +649,7 @@ def test_sources_for_request_lists_active_ones_by_default(ledger: Ledger) -> Non
 
 
 def test_sources_under_a_folder_never_match_a_sibling_with_a_common_prefix(
-    ledger: Ledger,
+    ledger: LedgerBase,
 ) -> None:
     for p in ("/a/b/x.prompt.toml", "/a/b/deep/y.prompt.toml", "/a/bc/z.prompt.toml",
               "/a/b.prompt.toml", "/a/b_c/w.prompt.toml", "/z/b/x.prompt.toml"):
@@ -594,7 +669,7 @@ def test_sources_under_a_folder_never_match_a_sibling_with_a_common_prefix(
 # Outputs --------------------------------------------------------------------------------------
 
 
-def test_outputs_are_recorded_found_and_replaced(ledger: Ledger) -> None:
+def test_outputs_are_recorded_found_and_replaced(ledger: LedgerBase) -> None:
     job = ledger.ensure_job("h", 0, REQUEST, "rule")
     assert ledger.output_at("/w/cat.png") is None
     ledger.record_output("/w/cat.png", job=job, source_path="/w/cat.prompt.toml",
@@ -613,7 +688,7 @@ def test_outputs_are_recorded_found_and_replaced(ledger: Ledger) -> None:
     assert len(ledger.outputs_for_job(job.id)) == 1
 
 
-def test_moving_an_output_aside_marks_it_superseded(ledger: Ledger) -> None:
+def test_moving_an_output_aside_marks_it_superseded(ledger: LedgerBase) -> None:
     job = ledger.ensure_job("h", 0, REQUEST, "rule")
     ledger.record_output("/w/cat.png", job=job, source_path="/w/cat.prompt.toml",
                          sha256="s1", fmt="png")
@@ -627,7 +702,7 @@ def test_moving_an_output_aside_marks_it_superseded(ledger: Ledger) -> None:
 
 
 def test_moving_an_output_onto_the_name_of_a_deleted_old_version_replaces_that_record(
-    ledger: Ledger,
+    ledger: LedgerBase,
 ) -> None:
     job = ledger.ensure_job("h", 0, REQUEST, "rule")
     ledger.record_output("/w/cat.png", job=job, source_path="/w/c.prompt.toml", sha256="s1",
@@ -641,7 +716,7 @@ def test_moving_an_output_onto_the_name_of_a_deleted_old_version_replaces_that_r
     assert (moved.sha256, moved.superseded) == ("s2", True)
 
 
-def test_output_for_only_sees_the_current_generation(ledger: Ledger) -> None:
+def test_output_for_only_sees_the_current_generation(ledger: LedgerBase) -> None:
     src = "/w/cat.prompt.toml"
     job = drive(ledger, ledger.ensure_job("h", 0, REQUEST, "rule"), S.DONE)
     other = drive(ledger, ledger.ensure_job("h", 1, REQUEST, "rule"), S.DONE)
@@ -673,7 +748,7 @@ def test_output_for_only_sees_the_current_generation(ledger: Ledger) -> None:
 # Uploads --------------------------------------------------------------------------------------
 
 
-def test_the_upload_cache_remembers_and_forgets_urls(ledger: Ledger) -> None:
+def test_the_upload_cache_remembers_and_forgets_urls(ledger: LedgerBase) -> None:
     assert ledger.cached_upload("sha-a") is None
     ledger.record_upload("sha-a", "https://files/a", "up-a", {"id": "up-a"})
     ledger.record_upload("sha-b", "https://files/b", None, {"url": "https://files/b"})
@@ -735,3 +810,397 @@ def test_state_dir_prefers_the_explicit_setting_over_everything(
     assert default_state_dir() == tmp_path / "mine"
     clean_env.setenv("PROMPTDROP_STATE_DIR", "~/pd-state")
     assert default_state_dir() == tmp_path / "home" / "pd-state"
+
+
+# Claims (leases) --------------------------------------------------------------------------------
+# Leases are timed by the database's clock, not the ledger's: these tests wait for real.
+
+
+def test_a_job_is_claimed_by_exactly_one_host(ledger: LedgerBase) -> None:
+    job = ledger.ensure_job("h", 0, REQUEST, "rule")
+    assert ledger.holder(job.id) is None
+    assert ledger.claim(job.id, "host-a", 30)
+    assert not ledger.claim(job.id, "host-b", 30)
+    assert ledger.claim(job.id, "host-a", 30)  # claiming again what it holds renews it
+    assert ledger.holder(job.id) == "host-a"
+
+
+def test_many_hosts_claiming_at_once_get_each_job_exactly_once(make_ledger: MakeLedger) -> None:
+    setup = make_ledger()
+    ids = [setup.ensure_job("h", i, REQUEST, "rule").id for i in range(40)]
+    won: dict[str, list[int]] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+    hosts = [f"host-{n}" for n in range(4)]
+
+    def contend(host: str) -> None:
+        try:
+            with make_ledger(track=False) as led:  # in its own thread, as SQLite wants
+                start.wait()
+                won[host] = [i for i in ids if led.claim(i, host, 30)]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=contend, args=(host,)) for host in hosts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    claimed = [i for got in won.values() for i in got]
+    assert sorted(claimed) == ids  # every job once, none twice
+    assert {setup.holder(i) for i in ids} <= set(hosts)
+
+
+def test_an_expired_claim_may_be_taken_and_the_old_holder_can_no_longer_move_the_job(
+    ledger: LedgerBase,
+) -> None:
+    job = drive(ledger, ledger.ensure_job("h", 0, REQUEST, "rule"), S.RUNNING)
+    assert ledger.claim(job.id, "host-a", 0.3)
+    assert not ledger.claim(job.id, "host-b", 30)
+    time.sleep(0.4)
+    assert ledger.holder(job.id) is None
+    assert ledger.claim(job.id, "host-b", 30)
+    assert ledger.renew("host-a", 30) == 0  # not ours any more: not renewed
+    with pytest.raises(LeaseLost):
+        ledger.transition(job.id, S.RUNNING, S.DOWNLOADING, holder="host-a", result_url="u")
+    assert ledger.get_job(job.id) == job
+    moved = ledger.transition(job.id, S.RUNNING, S.DOWNLOADING, holder="host-b", result_url="u")
+    assert moved.state is S.DOWNLOADING
+
+
+def test_a_lease_lost_is_also_a_stale_transition(ledger: LedgerBase) -> None:
+    # The engine leaves a job on StaleTransition; losing the claim must be left alone the same way.
+    job = ledger.ensure_job("h", 0, REQUEST, "rule")
+    with pytest.raises(StaleTransition):
+        ledger.transition(job.id, S.PENDING, S.SUBMITTING, holder="nobody-claimed-it")
+    assert ledger.get_job(job.id) == job
+
+
+def test_renewing_keeps_a_claim_alive_past_its_first_term(ledger: LedgerBase) -> None:
+    a = ledger.ensure_job("h", 0, REQUEST, "rule")
+    b = ledger.ensure_job("h", 1, REQUEST, "rule")
+    assert ledger.claim(a.id, "host-a", 0.4) and ledger.claim(b.id, "host-a", 0.4)
+    time.sleep(0.2)
+    assert ledger.renew("host-a", 30) == 2
+    time.sleep(0.3)
+    assert not ledger.claim(a.id, "host-b", 30)
+    assert ledger.holder(b.id) == "host-a"
+
+
+def test_release_frees_a_claim_only_for_its_holder(ledger: LedgerBase) -> None:
+    job = ledger.ensure_job("h", 0, REQUEST, "rule")
+    other = ledger.ensure_job("h", 1, REQUEST, "rule")
+    ledger.claim(job.id, "host-a", 30)
+    ledger.claim(other.id, "host-a", 30)
+    assert not ledger.release(job.id, "host-b")
+    assert ledger.holder(job.id) == "host-a"
+    assert ledger.release(job.id, "host-a")
+    assert ledger.claim(job.id, "host-b", 30)
+    assert ledger.release_all("host-a") == 1
+    assert ledger.holder(other.id) is None
+
+
+@pytest.mark.parametrize("final", sorted(FINAL))
+def test_reaching_a_final_state_ends_the_claim(ledger: LedgerBase, final: JobState) -> None:
+    job = ledger.ensure_job("h", 0, REQUEST, "rule")
+    ledger.claim(job.id, "host-a", 30)
+    path = {S.DONE: PATH_TO[S.DONE], S.FAILED: [S.FAILED], S.AMBIGUOUS: PATH_TO[S.AMBIGUOUS]}
+    state = S.PENDING
+    for nxt in path[final]:
+        ledger.transition(job.id, state, nxt, holder="host-a")
+        state = nxt
+    assert ledger.holder(job.id) is None
+    assert ledger.claim(job.id, "host-b", 30)
+
+
+def test_a_dead_hosts_work_is_taken_over_polled_not_resent(ledger: LedgerBase) -> None:
+    by_state = {
+        st: drive(ledger, ledger.ensure_job("h", i, REQUEST, "rule"), st)
+        for i, st in enumerate(JobState)
+    }
+    running = by_state[S.RUNNING]
+    for job in by_state.values():
+        assert ledger.claim(job.id, "host-a", 0.3) or job.state in FINAL
+    alive = ledger.ensure_job("other", 0, REQUEST, "rule")
+    alive = drive(ledger, alive, S.SUBMITTING)
+    assert ledger.claim(alive.id, "host-c", 30)  # a live host's work is not touched
+    assert ledger.expired_claims() == []
+    time.sleep(0.4)
+
+    expired = {j.state for j in ledger.expired_claims()}
+    assert expired == {S.PENDING, S.UPLOADING, S.SUBMITTING, S.RUNNING, S.DOWNLOADING}
+    taken = {j.id: j for j in ledger.take_over("host-b", 30)}
+    assert set(taken) == {by_state[st].id for st in expired}
+    assert taken[by_state[S.SUBMITTING].id].state is S.AMBIGUOUS  # maybe paid: never resent
+    assert taken[by_state[S.SUBMITTING].id].error
+    assert taken[by_state[S.UPLOADING].id].state is S.PENDING
+    assert taken[by_state[S.DOWNLOADING].id].state is S.RUNNING
+    assert taken[running.id].state is S.RUNNING
+    assert taken[running.id].task_id == running.task_id
+    for job in taken.values():
+        assert job.attempts == ledger.get_job(job.id).attempts
+        if job.state not in FINAL:
+            assert ledger.holder(job.id) == "host-b"
+    assert ledger.get_job(alive.id).state is S.SUBMITTING
+    assert ledger.holder(alive.id) == "host-c"
+    assert ledger.take_over("host-d", 30) == []  # nothing left to take
+
+
+def test_running_work_without_any_claim_is_free_to_take_over(ledger: LedgerBase) -> None:
+    # Work recorded before claims existed (or released at a clean stop) belongs to nobody.
+    job = drive(ledger, ledger.ensure_job("h", 0, REQUEST, "rule"), S.RUNNING)
+    pending = ledger.ensure_job("h", 1, REQUEST, "rule")  # new work: claimed the usual way
+    assert [j.id for j in ledger.expired_claims()] == [job.id]
+    assert [j.id for j in ledger.take_over("host-b", 30)] == [job.id]
+    assert ledger.holder(pending.id) is None
+
+
+def test_two_hosts_taking_over_at_once_split_the_work_without_overlap(
+    make_ledger: MakeLedger,
+) -> None:
+    setup = make_ledger()
+    ids = []
+    for i in range(20):
+        job = drive(setup, setup.ensure_job("h", i, REQUEST, "rule"), S.SUBMITTING)
+        setup.claim(job.id, "dead-host", 0.2)
+        ids.append(job.id)
+    time.sleep(0.3)
+    results: dict[str, list[int]] = {}
+    start = threading.Barrier(2)
+    hosts = ["host-a", "host-b"]
+
+    def take(host: str) -> None:
+        with make_ledger(track=False) as led:
+            start.wait()
+            results[host] = [j.id for j in led.take_over(host, 30)]
+
+    threads = [threading.Thread(target=take, args=(h,)) for h in hosts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(results["host-a"] + results["host-b"]) == ids
+    for job_id in ids:
+        moves = [e for e in setup.events(job_id) if e["to_state"] == "ambiguous"]
+        assert len(moves) == 1  # repaired once, by one host
+
+
+def test_recover_with_a_host_leaves_other_hosts_live_work_alone(ledger: LedgerBase) -> None:
+    mine = drive(ledger, ledger.ensure_job("h", 0, REQUEST, "rule"), S.SUBMITTING)
+    theirs = drive(ledger, ledger.ensure_job("h", 1, REQUEST, "rule"), S.SUBMITTING)
+    orphan = drive(ledger, ledger.ensure_job("h", 2, REQUEST, "rule"), S.DOWNLOADING)
+    ledger.claim(mine.id, "me", 30)  # from before my restart
+    ledger.claim(theirs.id, "them", 30)
+    result = ledger.recover(host="me")
+    assert result == Recovery(ambiguous=1, uploads_restarted=0, downloads_restarted=1, running=1)
+    assert ledger.get_job(mine.id).state is S.AMBIGUOUS
+    assert ledger.get_job(theirs.id).state is S.SUBMITTING  # its host is alive and waiting
+    assert ledger.get_job(orphan.id).state is S.RUNNING
+
+
+def test_default_host_ids_are_stable_and_differ_per_state_directory(tmp_path: Path) -> None:
+    a = default_host_id(tmp_path / "a")
+    assert a == default_host_id(tmp_path / "a")
+    assert a != default_host_id(tmp_path / "b")
+
+
+# Host-independent paths ---------------------------------------------------------------------------
+
+
+def test_the_path_codec_maps_paths_below_roots_and_leaves_others_alone() -> None:
+    codec = PathCodec({"team": "/mnt/drive/team", "inner": "/mnt/drive/team/sub", "a:b": "/x"})
+    assert codec.encode("/mnt/drive/team/cat.prompt.toml") == "@team:/cat.prompt.toml"
+    assert codec.encode(Path("/mnt/drive/team")) == "@team:"
+    assert codec.encode("/mnt/drive/team/sub/dog.png") == "@inner:/dog.png"  # deepest root
+    assert codec.encode("/mnt/drive/teamwork/x") == "/mnt/drive/teamwork/x"  # a sibling
+    assert codec.encode("/x/y") == "@a%3Ab:/y"
+    for p in ("/mnt/drive/team/cat.prompt.toml", "/mnt/drive/team", "/x/y", "/elsewhere/f"):
+        assert codec.decode(codec.encode(p)) == p
+    assert codec.decode("@unknown:/f.png") == "@unknown:/f.png"  # another host's rule
+    ident = PathCodec()
+    assert not ident and ident.encode("/a/b") == "/a/b" == ident.decode("/a/b")
+    request = {"prompt": "p", "references": [{"kind": "file", "path": "/x/ref.png"},
+                                             {"kind": "url", "path": None}]}
+    assert codec.decode_request(codec.encode_request(request)) == request
+    assert codec.encode_request(request)["references"][0]["path"] == "@a%3Ab:/ref.png"
+
+
+def test_hosts_mounting_the_drive_at_different_places_share_sources_outputs_and_references(
+    pg_url: str,
+) -> None:
+    a = PostgresLedger(pg_url, roots={"team": "/mnt/share/team"})
+    b = PostgresLedger(pg_url, roots={"team": "/Volumes/share/team"})
+    try:
+        req = {"prompt": "p", "references": [{"kind": "file", "path": "/mnt/share/team/r.png"}]}
+        job = a.ensure_job("h", 1, req, "team")
+        seen = b.find_job("h", 1)
+        assert seen is not None
+        assert seen.request["references"][0]["path"] == "/Volumes/share/team/r.png"
+
+        a.put_source("/mnt/share/team/cats/tabby.prompt.toml", rule="team", status="active",
+                     request_hash="h", image_count=1)
+        src = b.get_source("/Volumes/share/team/cats/tabby.prompt.toml")
+        assert src is not None and src.path == "/Volumes/share/team/cats/tabby.prompt.toml"
+        assert [s.path for s in b.sources_for_request("h")] == [src.path]
+        assert [s.path for s in b.sources_under("/Volumes/share/team/cats/")] == [src.path]
+        assert [s.path for s in b.sources_under("/Volumes/share/team")] == [src.path]
+        assert b.sources_under("/Volumes/share/team/cat") == []
+
+        a.record_output("/mnt/share/team/cats/tabby.png", job=job,
+                        source_path="/mnt/share/team/cats/tabby.prompt.toml", sha256="s", fmt="png")
+        out = b.output_at("/Volumes/share/team/cats/tabby.png")
+        assert out is not None
+        assert out.source_path == "/Volumes/share/team/cats/tabby.prompt.toml"
+        b.move_output("/Volumes/share/team/cats/tabby.png", "/Volumes/share/team/cats/tabby-1.png")
+        moved = a.output_at("/mnt/share/team/cats/tabby-1.png")
+        assert moved is not None and moved.superseded
+        assert [o.path for o in a.outputs_for_job(job.id)] == ["/mnt/share/team/cats/tabby-1.png"]
+    finally:
+        a.close()
+        b.close()
+
+
+# PostgreSQL: opening, concurrency, outages --------------------------------------------------------
+
+
+def test_open_ledger_without_a_url_is_the_sqlite_ledger_in_the_state_dir(tmp_path: Path) -> None:
+    with open_ledger(None, tmp_path / "state") as led:
+        assert isinstance(led, Ledger)
+        assert led.location == str(tmp_path / "state" / LEDGER_NAME)
+    with open_ledger("", tmp_path / "state") as led:
+        assert isinstance(led, Ledger)
+
+
+def test_open_ledger_refuses_a_url_it_cannot_use(tmp_path: Path) -> None:
+    with pytest.raises(LedgerUrlError, match="PostgreSQL URL"):
+        open_ledger("mysql://db/x", tmp_path)
+    assert not (tmp_path / LEDGER_NAME).exists()
+
+
+def test_open_ledger_with_a_postgresql_url_opens_the_shared_ledger(pg_url: str) -> None:
+    with open_ledger(pg_url, None, roots={"r": "/w"}) as led:
+        assert isinstance(led, PostgresLedger)
+        assert led.location.startswith("postgresql://postgres@127.0.0.1:")
+        assert "search_path" not in led.location
+        assert led.integrity_check() == "ok"
+
+
+def test_an_unreachable_database_says_so_without_the_password(pg_server: PgServer) -> None:
+    url = f"postgresql://promptdrop:s3cret-pw@127.0.0.1:{_closed_port()}/ledger"
+    start = time.monotonic()
+    with pytest.raises(LedgerUnavailable) as caught:
+        open_ledger(url, None)
+    assert time.monotonic() - start < 15
+    message = str(caught.value)
+    assert "s3cret-pw" not in message
+    assert "postgresql://promptdrop@127.0.0.1:" in message
+    assert "Check the ledger URL" in message
+
+
+def test_many_hosts_opening_a_new_database_at_once_migrate_it_once(pg_server: PgServer) -> None:
+    url = pg_server.new_schema()
+    errors: list[BaseException] = []
+    start = threading.Barrier(5)
+
+    def open_one() -> None:
+        try:
+            start.wait()
+            PostgresLedger(url).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    with PostgresLedger(url) as led:
+        assert [r["name"] for r in led._rows("SELECT name FROM migrations ORDER BY name")] == [
+            name for name, _ in pg_migrations.MIGRATIONS]
+
+
+def test_a_connection_cut_by_the_server_is_reopened_and_the_work_done_once(
+    pg_url: str, pg_server: PgServer
+) -> None:
+    with PostgresLedger(pg_url) as led:
+        job = led.ensure_job("h", 0, REQUEST, "rule")
+        with psycopg.connect(pg_server.admin_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                          " WHERE application_name = 'promptdrop'")
+        moved = led.transition(job.id, S.PENDING, S.SUBMITTING, count_attempt=True)
+        assert moved.attempts == 1
+        assert [e["to_state"] for e in led.events(job.id)] == ["submitting"]
+
+
+def test_the_ledger_waits_out_a_database_outage_and_carries_on(
+    pg_url: str, pg_server: PgServer
+) -> None:
+    with PostgresLedger(pg_url) as led:
+        job = led.ensure_job("h", 0, REQUEST, "rule")
+        assert led.claim(job.id, "host-a", 30)
+        with outage(pg_server, 2.0):
+            start = time.monotonic()
+            # Runs while the server is down: blocks until it is back, then commits once.
+            waiter: list[Any] = []
+            t = threading.Thread(target=lambda: waiter.append(
+                led.transition(job.id, S.PENDING, S.SUBMITTING, count_attempt=True,
+                               holder="host-a")))
+            t.start()
+            time.sleep(0.5)
+            assert t.is_alive()
+        t.join(timeout=60)
+        assert time.monotonic() - start >= 1.5
+        assert waiter and waiter[0].state is S.SUBMITTING and waiter[0].attempts == 1
+        assert led.holder(job.id) == "host-a"  # 2 s of outage < 30 s of lease
+
+
+def test_an_outage_longer_than_the_patience_raises_ledger_unavailable(
+    pg_url: str, pg_server: PgServer
+) -> None:
+    with PostgresLedger(pg_url, reconnect_timeout=1.0) as led:
+        job = led.ensure_job("h", 0, REQUEST, "rule")
+        with outage(pg_server, 2.5), pytest.raises(LedgerUnavailable, match="did not come back"):
+            led.get_job(job.id)
+        assert led.get_job(job.id) == job  # and it works again once the server is back
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_status_and_retry_on_a_host_see_the_paths_its_daemon_registered(
+    pg_url: str, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    with open_ledger(pg_url, state, roots={"team": "/Volumes/share/team"}) as daemon:
+        daemon.put_source("/Volumes/share/team/a.prompt.toml", rule="team", status="active")
+    with open_ledger(pg_url, tmp_path / "other", roots={"team": "/mnt/team"}) as other:
+        assert [s.path for s in other.sources_under("/mnt/team")] == ["/mnt/team/a.prompt.toml"]
+    with open_ledger(pg_url, state) as status_cmd:  # no rules given: the registered ones
+        assert [s.path for s in status_cmd.sources_under("/Volumes/share/team")] == [
+            "/Volumes/share/team/a.prompt.toml"]
+    with open_ledger(pg_url, tmp_path / "never-ran") as stranger:
+        assert [s.path for s in stranger.sources_with_status("active")] == [
+            "@team:/a.prompt.toml"]  # shown as stored: host-independent, still readable
+
+
+def test_registering_new_roots_follows_a_moved_folder_and_the_sqlite_ledger_stays_absolute(
+    make_ledger: MakeLedger,
+) -> None:
+    led = make_ledger()
+    led.register_roots("me", {"team": "/old/place"})
+    led.put_source("/old/place/a.prompt.toml", rule="team", status="active")
+    led.register_roots("me", {"team": "/new/place"})  # a reload: the share is mounted elsewhere
+    if isinstance(led, Ledger):
+        assert led.get_source("/old/place/a.prompt.toml") is not None
+        assert led.get_source("/new/place/a.prompt.toml") is None
+    else:
+        assert led.get_source("/old/place/a.prompt.toml") is None
+        moved = led.get_source("/new/place/a.prompt.toml")
+        assert moved is not None and moved.path == "/new/place/a.prompt.toml"

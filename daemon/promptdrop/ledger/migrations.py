@@ -1,4 +1,6 @@
-"""The ledger's schema, as an append-only list of migrations.
+"""The SQLite ledger's schema, as an append-only list of migrations.
+
+(The PostgreSQL ledger has its own list, with the same names, in `pg_migrations`.)
 
 Never edit or reorder a migration that has shipped: add a new one at the end. Each runs once,
 inside a transaction, and is recorded in the `migrations` table by name.
@@ -91,8 +93,20 @@ def _m001_initial(db: Database) -> None:
     db.table("job_events").create_index(["job_id"])
 
 
+def _m002_leases(db: Database) -> None:
+    # Claims on jobs (see ledger.base). One host per SQLite ledger, but the same interface and
+    # the same rules as the shared PostgreSQL ledger.
+    db.table("leases").create(
+        {"job_id": int, "host": str, "expires": float, "claimed_at": float},
+        pk="job_id",
+        not_null=["host", "expires"],
+    )
+    db.table("leases").create_index(["host"])
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("001_initial", _m001_initial),
+    ("002_leases", _m002_leases),
 ]
 
 
