@@ -46,6 +46,7 @@ __all__ = [
     "RATE_GROUPS",
     "AccountBlocked",
     "Ambiguous",
+    "AnswerHook",
     "ApiError",
     "Downloaded",
     "Fault",
@@ -53,6 +54,7 @@ __all__ = [
     "RateLimits",
     "RequestRejected",
     "ResultUnavailable",
+    "RetryHook",
     "RetryPolicy",
     "Secret",
     "TaskNotFound",
@@ -77,6 +79,9 @@ _REDACTED = "[redacted]"
 
 T = TypeVar("T")
 EventHandler = Callable[[str, dict[str, Any]], None]
+# (endpoint, HTTP status or None when no answer came: refused connection, reset, timeout)
+AnswerHook = Callable[[str, int | None], None]
+RetryHook = Callable[[str], None]
 
 
 class Secret:
@@ -412,6 +417,11 @@ class ToApisClient:
     `rate_limits=RateLimits.unlimited()` to turn client-side limiting off. `timeout` bounds
     each request as a whole (seconds), `connect_timeout` the connection set-up. Tests pass
     `transport` (API) and `download_transport` (result and upload hosts).
+
+    Observers (for metrics; settable after construction too): `on_answer(endpoint, status)` is
+    called for every attempt's outcome, with status None when no HTTP answer came;
+    `on_retry(endpoint)` before every retry. Endpoints: upload, submit, task, balance,
+    download. An observer that raises is logged and ignored.
     """
 
     def __init__(
@@ -427,6 +437,8 @@ class ToApisClient:
         transport: httpx.AsyncBaseTransport | None = None,
         download_transport: httpx.AsyncBaseTransport | None = None,
         on_event: EventHandler | None = None,
+        on_answer: AnswerHook | None = None,
+        on_retry: RetryHook | None = None,
     ) -> None:
         self._key = api_key if isinstance(api_key, Secret) else Secret(api_key.strip())
         # A header value with control characters makes h11 raise with the value in its message.
@@ -442,6 +454,8 @@ class ToApisClient:
         self.retry = retry or RetryPolicy()
         self._timeout = timeout
         self._on_event = on_event
+        self.on_answer = on_answer
+        self.on_retry = on_retry
         self._rng = random.Random()
         self._limits = Limits(self.rate_limits, self._rate_waited)
         self._unknown_statuses: set[str] = set()
@@ -566,6 +580,14 @@ class ToApisClient:
         except Exception as exc:  # a broken observer must not break API calls
             log.warning("api.on_event_failed", event_name=name, error=type(exc).__name__)
 
+    def _observe(self, hook: Callable[..., None] | None, *args: Any) -> None:
+        if hook is None:
+            return
+        try:
+            hook(*args)
+        except Exception as exc:  # a broken observer must not break API calls
+            log.warning("api.observer_failed", error=type(exc).__name__)
+
     def _rate_waited(self, bucket: str, waited: float) -> None:
         log.debug("api.rate_wait", bucket=bucket, delay=round(waited, 3))
         self._emit("rate_wait", bucket=bucket, delay=waited)
@@ -657,6 +679,7 @@ class ToApisClient:
             log.info("api.retry", endpoint=endpoint, reason=failure.reason,
                      delay=round(delay, 3), attempt=attempt + 1)
             self._emit("retry", endpoint=endpoint, reason=failure.reason, delay=delay)
+            self._observe(self.on_retry, endpoint)
             await asyncio.sleep(delay)
         assert failure is not None
         tries = f"{policy.attempts} {'try' if policy.attempts == 1 else 'tries'}"
@@ -690,8 +713,10 @@ class ToApisClient:
                 response = await client.request(
                     method, path, json=json_body, files=files, data=data)
         except (httpx.RequestError, TimeoutError) as exc:
+            self._observe(self.on_answer, endpoint, None)
             return _Failed(classify_fault(exc=exc), self._describe(exc))
         status = response.status_code
+        self._observe(self.on_answer, endpoint, status)
         log.debug("api.response", endpoint=endpoint, status=status)
         self._emit("response", endpoint=endpoint, status=status)
         body: Any = None
@@ -749,7 +774,9 @@ class ToApisClient:
                         chunks.append(chunk)
                 retry_after = response.headers.get("Retry-After")
         except (httpx.RequestError, TimeoutError) as exc:
+            self._observe(self.on_answer, "download", None)
             return _Failed(classify_fault(exc=exc), self._describe(exc))
+        self._observe(self.on_answer, "download", status)
         log.debug("api.response", endpoint="download", status=status)
         self._emit("response", endpoint="download", status=status)
         if status == 429:
