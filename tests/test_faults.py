@@ -5,32 +5,45 @@ job must end in a final state that says why, and no prompt may be paid for twice
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from PIL import Image
 
 from figures import record
+from harness import CANARY
+from promptdrop.api import Ambiguous, Downloaded, RetryPolicy, ToApisClient
 from promptdrop.emulator import Emulator, Faults
 from promptdrop.engine import EngineOptions
 from promptdrop.ledger import LEDGER_NAME, JobState, Ledger
 from promptdrop.outputs import note_path
+from promptdrop.ratelimit import RateLimits
 from promptdrop.service import WatchOptions, run
 from promptdrop.spec import rules_for_folders
 
 FAST = EngineOptions(poll_first=0.05, poll_interval=0.05, retry_later=0.2, pause_first=0.3,
                      pause_cap=0.6, drain_timeout=2.0)
-KEY = "test-key"
 
 
-def _once(folder: Path, state: Path, emu: Emulator, *, max_in_flight: int = 8) -> int:
+@pytest.fixture
+def emulator(emulator_factory: Callable[..., Emulator]) -> Emulator:
+    """A fast emulator that only accepts the canary key."""
+    return emulator_factory(latency=0.05, jitter=0.0, rate_limits=None)
+
+
+def _once(folder: Path, state: Path, emu: Emulator, *, max_in_flight: int = 8,
+          timeout: float = 30.0) -> int:
     rules = rules_for_folders([folder])
     rules.rules[0] = rules.rules[0].model_copy(update={"max_in_flight": max_in_flight})
-    opts = WatchOptions(rules=rules, state_dir=state, api_key=KEY, base_url=emu.base_url,
+    rules.api = rules.api.model_copy(update={"timeout": timeout})
+    opts = WatchOptions(rules=rules, state_dir=state, api_key=CANARY, base_url=emu.base_url,
                         once=True, engine=FAST)
     return asyncio.run(run(opts))
 
@@ -91,17 +104,17 @@ MIXED = {"rate_429": 0.04, "error_500": 0.04, "error_503": 0.04, "html_502": 0.0
 def test_a_mixed_fault_matrix_ends_every_job_with_a_reason_and_pays_each_prompt_once(
         tmp_path: Path, emulator_factory: Callable[..., Emulator],
         retry_after_format: str, seed: int) -> None:
-    # slow_seconds stays well inside the client's 30 s timeout: a slow answer past the timeout
-    # would make this test take half a minute per fault (timeouts are covered by test_api.py).
-    faults = Faults(**MIXED, slow_seconds=0.3,  # type: ignore[arg-type]
+    # Slow answers outlast the request timeout (the rules file's `[api] timeout`, cut to 1 s
+    # here so that each one costs a second, not half a minute).
+    faults = Faults(**MIXED, slow_seconds=1.5,  # type: ignore[arg-type]
                     retry_after_format=retry_after_format)
-    emu = emulator_factory(api_key=KEY, latency=0.05, jitter=0.0, rate_limits=None, seed=seed,
+    emu = emulator_factory(latency=0.05, jitter=0.0, rate_limits=None, seed=seed,
                            faults=faults)
     folder, state = tmp_path / "drop", tmp_path / "state"
     sources = _drop(folder, 30, "matrix")
 
     started = time.monotonic()
-    code = _once(folder, state, emu)
+    code = _once(folder, state, emu, timeout=1.0)
     elapsed = time.monotonic() - started
 
     stats = emu.stats()
@@ -195,7 +208,7 @@ def test_an_empty_quota_pauses_submissions_then_work_resumes(
 def test_a_key_refused_while_polling_pauses_and_then_every_job_finishes(
         tmp_path: Path, emulator_factory: Callable[..., Emulator]) -> None:
     # Tasks take 1 s, so the key can be refused after they were created and before they end.
-    emu = emulator_factory(api_key=KEY, latency=1.0, jitter=0.0, rate_limits=None)
+    emu = emulator_factory(latency=1.0, jitter=0.0, rate_limits=None)
     folder, state = tmp_path / "drop", tmp_path / "state"
     sources = _drop(folder, 5, "pollkey")
     refused_from = threading.Event()
@@ -226,3 +239,57 @@ def test_a_key_refused_while_polling_pauses_and_then_every_job_finishes(
     record("refused_account", {"key_401_at_poll_time": refused})
     print(f"\nkey refused at poll time: {refused} answers 401, {stats['polls']} polls, "
           f"{len(stats['submissions'])} created")
+
+
+# Answers slower than the timeout, one endpoint at a time, through a job's whole API path
+# (upload a reference, submit, poll, download): what each endpoint does with a lost answer. The
+# mixed matrix above has them at the daemon level, among the other faults.
+TIMEOUT = 0.3
+SLOW = 1.0  # how long the emulator holds the answer: well past TIMEOUT
+
+
+def _png_bytes() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (20, 90, 200)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("endpoint", ["upload", "submit", "poll", "download"])
+def test_an_answer_slower_than_the_timeout_is_retried_or_ambiguous_but_never_paid_twice(
+        emulator_factory: Callable[..., Emulator], endpoint: str) -> None:
+    emu = emulator_factory(latency=0.2, jitter=0.0, rate_limits=None)
+    retries: list[str] = []
+
+    def on_event(name: str, fields: dict[str, Any]) -> None:
+        if name == "retry":  # the first retry heals the emulator
+            retries.append(str(fields["endpoint"]))
+            emu.set_faults(Faults())
+
+    async def job() -> Downloaded:
+        async with ToApisClient(CANARY, emu.base_url, timeout=TIMEOUT, on_event=on_event,
+                                rate_limits=RateLimits.unlimited(),
+                                retry=RetryPolicy(attempts=3, base=0.01, cap=0.02)) as client:
+            emu.set_faults(Faults(slow=1.0, slow_seconds=SLOW, endpoints=(endpoint,)))
+            ref = await client.upload_image(_png_bytes(), filename="ref.png",
+                                            mime_type="image/png")
+            task = await client.submit(model="nano-banana", prompt="slow answers",
+                                       size="1:1", image_urls=[ref.url])
+            while task.status != "completed":
+                await asyncio.sleep(0.05)
+                task = await client.get_task(task.id)
+            assert task.url is not None
+            return await client.download(task.url)
+
+    if endpoint == "submit":
+        with pytest.raises(Ambiguous):
+            asyncio.run(job())
+        assert retries == []  # a submit whose answer was lost is never resent
+    else:
+        assert asyncio.run(job()).data
+        assert retries == [{"poll": "task"}.get(endpoint, endpoint)]
+    stats = emu.stats()
+    assert stats["submit_requests"] == 1 and len(stats["submissions"]) == 1
+    assert stats["faults_injected"] == {"slow": 1}
+    record("slow_answers", {f"{endpoint}_slower_than_timeout": "ambiguous, not resent"
+                            if endpoint == "submit" else "retried once, then done",
+                            "duplicate_submissions": 0})

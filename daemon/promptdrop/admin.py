@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
-from promptdrop.ledger import FINAL, JobState, Ledger
+from promptdrop.ledger import FINAL, JobState, LedgerBase
 
 
-def status_rows(ledger: Ledger) -> list[dict[str, Any]]:
+def status_rows(ledger: LedgerBase) -> list[dict[str, Any]]:
     """One row per job: state, sources, task, outputs, error. Never contains the API key."""
     rows = []
     for job in ledger.jobs():
@@ -29,7 +29,7 @@ def status_rows(ledger: Ledger) -> list[dict[str, Any]]:
     return rows
 
 
-def print_status(ledger: Ledger, out: TextIO, *, as_json: bool) -> int:
+def print_status(ledger: LedgerBase, out: TextIO, *, as_json: bool) -> int:
     rows = status_rows(ledger)
     problems = [s for s in ledger.sources_with_status("invalid")
                 + ledger.sources_with_status("blocked") + ledger.sources_with_status("conflict")]
@@ -52,6 +52,8 @@ def print_status(ledger: Ledger, out: TextIO, *, as_json: bool) -> int:
             line += f"  -> {Path(r['outputs'][-1]).name}"
         if r["error"] and r["state"] != "done":
             line += f"  ({r['error']})"
+        elif r["state"] == JobState.WAITING:
+            line += "  (its folder's daily budget is spent; starts after midnight)"
         out.write(line + "\n")
     for s in problems:
         first = (s.error or "").splitlines()[0] if s.error else ""
@@ -59,7 +61,7 @@ def print_status(ledger: Ledger, out: TextIO, *, as_json: bool) -> int:
     return 0
 
 
-def retry(ledger: Ledger, path: Path, out: TextIO, *, force: bool = False) -> int:
+def retry(ledger: LedgerBase, path: Path, out: TextIO, *, force: bool = False) -> int:
     """Queue failed and ambiguous jobs under `path` again (done ones too with force).
 
     The running daemon notices within seconds; without one, the next start does the work.

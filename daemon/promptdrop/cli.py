@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from promptdrop import __version__
+
+if TYPE_CHECKING:
+    from promptdrop.ledger import LedgerBase
 
 DESCRIPTION = """\
 promptdrop turns NAME.prompt.toml files dropped into watched folders into images
@@ -57,7 +61,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         resolve_api_key,
         run,
     )
-    from promptdrop.spec import SpecError, read_rules, rules_for_folders
+    from promptdrop.spec import RulesFile, SpecError, read_rules, rules_for_folders
 
     logs.configure(json=None if args.log_format == "auto" else args.log_format == "json")
     try:
@@ -77,10 +81,28 @@ def _cmd_watch(args: argparse.Namespace) -> int:
             return 2
         logs.register_secret(key)
         base_url = (os.environ.get("TOAPIS_BASE_URL") or rules.api.base_url or DEFAULT_BASE_URL)
+        metrics = None
+        if args.metrics:
+            from promptdrop.metrics import parse_address
+
+            try:
+                metrics = parse_address(args.metrics)
+            except ValueError as exc:
+                print(f"promptdrop watch: --metrics: {exc}", file=sys.stderr)
+                return 2
+        # SIGHUP reads the same rules again: the file, or the folders named on the command line.
+        rules_path = Path(args.rules) if args.rules else None
+        folders = [Path(f) for f in args.folders]
+
+        def reload_rules() -> RulesFile:
+            return read_rules(rules_path) if rules_path else rules_for_folders(folders)
+
         opts = WatchOptions(
             rules=rules, state_dir=_state_dir(args), api_key=key, base_url=base_url,
             once=args.once, progress=args.once and sys.stderr.isatty(),
-            engine=EngineOptions(poll_first=args.poll_interval, poll_interval=args.poll_interval),
+            engine=EngineOptions(poll_first=args.poll_interval, poll_interval=args.poll_interval,
+                                 lease_ttl=args.lease_time),
+            reload_rules=reload_rules, metrics=metrics, ledger=args.ledger or rules.ledger,
         )
         return asyncio.run(run(opts))
     except SpecError as exc:
@@ -91,25 +113,48 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         return 2
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from promptdrop import logs
+    from promptdrop.doctor import run_doctor
+
+    # The table is the output; the API client's retry lines would only clutter it.
+    logs.configure(json=False, level="error")
+    return run_doctor(Path(args.rules) if args.rules else None,
+                      [Path(f) for f in args.folders], _state_dir(args),
+                      Path(args.api_key_file) if args.api_key_file else None, sys.stdout)
+
+
+def _open_existing(args: argparse.Namespace, command: str) -> LedgerBase | None:
+    """The shared ledger (--ledger), else the state directory's; None after saying why not."""
+    from promptdrop.ledger import Ledger, LedgerUnavailable, LedgerUrlError, open_ledger
+
+    if not args.ledger:
+        path = _existing_ledger(args, command)
+        return None if path is None else Ledger(path)
+    try:
+        return open_ledger(args.ledger, _state_dir(args))
+    except (LedgerUrlError, LedgerUnavailable) as exc:
+        print(f"promptdrop {command}: {exc}", file=sys.stderr)
+        return None
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from promptdrop.admin import print_status
-    from promptdrop.ledger import Ledger
 
-    path = _existing_ledger(args, "status")
-    if path is None:
+    ledger = _open_existing(args, "status")
+    if ledger is None:
         return 1
-    with Ledger(path) as ledger:
+    with ledger:
         return print_status(ledger, sys.stdout, as_json=args.json)
 
 
 def _cmd_retry(args: argparse.Namespace) -> int:
     from promptdrop.admin import retry
-    from promptdrop.ledger import Ledger
 
-    path = _existing_ledger(args, "retry")
-    if path is None:
+    ledger = _open_existing(args, "retry")
+    if ledger is None:
         return 1
-    with Ledger(path) as ledger:
+    with ledger:
         n = retry(ledger, Path(args.path), sys.stdout, force=args.force)
     print(f"{n} job(s) queued again; the running daemon picks them up within seconds "
           "(or the next `promptdrop watch`).")
@@ -166,13 +211,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where the ledger lives (default: $PROMPTDROP_STATE_DIR, else "
                        "$STATE_DIRECTORY, else $XDG_STATE_HOME/promptdrop); keep it on local disk")
 
+    def ledger_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--ledger", metavar="URL",
+                       help="the ledger shared with other hosts in PostgreSQL "
+                       "(postgresql://USER@HOST/DB); default: SQLite in the state directory")
+
     p = sub.add_parser(
         "watch",
         help="the daemon: watch folders and turn prompt files into images",
         description="Watch folders for NAME.prompt.toml files and write each one's image next "
         "to it. Folders given here are watched recursively with default settings; --rules "
         "gives per-folder settings. Stop with Ctrl-C or SIGTERM: running tasks resume on the "
-        "next start.",
+        "next start. SIGHUP reloads the rules without stopping running tasks.",
     )
     p.add_argument("folders", nargs="*", metavar="FOLDER", help="a folder to watch")
     p.add_argument("--rules", metavar="FILE", help="a rules file (see rules/*.rules.toml)")
@@ -185,12 +235,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how often running tasks are polled (default 5, as the API advises)")
     p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto",
                    help="auto: readable on a terminal, JSON lines otherwise")
+    p.add_argument("--metrics", metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics "
+                   "(e.g. 127.0.0.1:9464)")
+    ledger_option(p)
+    p.add_argument("--lease-time", type=float, default=30.0, metavar="SECONDS",
+                   help="with --ledger: how soon another host takes over the jobs of one that "
+                   "stopped (default 30)")
     p.set_defaults(func=_cmd_watch)
+
+    p = sub.add_parser(
+        "doctor",
+        help="check the key, the API, the watched folders and system limits",
+        description="Check that promptdrop can run here: the API key (with one free call), "
+        "the API's reachability, each watched folder (there, writable, file system, polled "
+        "or not), the inotify limits, and the ledger's folder. Give it the same folders or "
+        "--rules as watch. Prints a table with a fix for each problem; exits 1 if there is "
+        "any problem, 0 otherwise. Never prints the key.",
+    )
+    p.add_argument("folders", nargs="*", metavar="FOLDER", help="a folder watch would watch")
+    p.add_argument("--rules", metavar="FILE", help="the rules file watch would use")
+    state_dir_option(p)
+    p.add_argument("--api-key-file", metavar="FILE", help="read the API key from this file")
+    p.set_defaults(func=_cmd_doctor)
 
     p = sub.add_parser("status", help="list the jobs in the ledger",
                        description="List every job: state, prompt file, task, image, error.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     state_dir_option(p)
+    ledger_option(p)
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser(
@@ -202,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="also regenerate images that were made successfully (paid again)")
     state_dir_option(p)
+    ledger_option(p)
     p.set_defaults(func=_cmd_retry)
 
     p = sub.add_parser(

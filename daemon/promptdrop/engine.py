@@ -18,6 +18,7 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,17 @@ from promptdrop.api import (
 )
 from promptdrop.crashpoints import reached
 from promptdrop.imaging import EXTENSIONS, MIME_TYPES
-from promptdrop.ledger import FINAL, Job, JobState, Ledger, StaleTransition
+from promptdrop.ledger import (
+    FINAL,
+    Job,
+    JobState,
+    LeaseLost,
+    LedgerBase,
+    Source,
+    StaleTransition,
+    disk_full,
+)
+from promptdrop.metrics import Metrics
 from promptdrop.spec import RuleConfig, SpecError, read_prompt_file
 
 S = JobState
@@ -45,6 +56,10 @@ log = structlog.get_logger("promptdrop.engine")
 
 # Output names an image of this job could take, whatever format the API returns.
 _OUTPUT_FORMATS = ("png", "jpeg", "webp")
+# The error of a waiting job whose prompt file went away; the job is taken up again if the
+# same request comes back, since nothing was ever sent for it.
+_ORPHANED = ("its prompt file was deleted or changed before its turn came in the daily budget; "
+             "nothing was sent or paid")
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,12 @@ class EngineOptions:
     pause_first: float = 60.0  # a refused key or empty quota: first wait before trying again
     pause_cap: float = 900.0
     drain_timeout: float = 8.0  # SIGTERM: how long writes and in-flight POSTs may finish
+    # Waiting jobs: the budget is looked at again at local midnight, and at least this often
+    # (seconds) so a clock that jumps (suspend, a time zone change) is noticed.
+    budget_check: float = 60.0
+    # A shared ledger: seconds a claim on a job lasts unless renewed (every third of it); a
+    # host that dies has its jobs taken over this long after its last renewal.
+    lease_ttl: float = 30.0
 
 
 @dataclass
@@ -70,7 +91,7 @@ class Engine:
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: LedgerBase,
         client: ToApisClient,
         rules: list[RuleConfig],
         options: EngineOptions | None = None,
@@ -92,6 +113,23 @@ class Engine:
         self._fresh: set[int] = set()  # submitted by this process, not yet polled
         self._polled: set[int] = set()
         self._upload_locks: dict[str, asyncio.Lock] = {}
+        # Set for a ledger shared by several hosts: this host's name in it. Each job is then
+        # claimed before anything is done for it, and only moved while the claim holds.
+        self.host: str | None = None
+        self._claimed: set[int] = set()
+        self._lease_timer: asyncio.Task[None] | None = None
+        # Intents the API proved created nothing, by (rule, local day start): given back to
+        # the day's budget. Kept in memory only, so a restart forgets them: the budget then
+        # errs on the side of sending less, never more.
+        self._refunds: dict[tuple[str, float], int] = {}
+        self._budget_timer: asyncio.Task[None] | None = None
+        self._submitted_at: dict[int, float] = {}  # job id -> time.monotonic() of its intent
+        self.metrics = Metrics(self)
+        client.on_answer = _chain(client.on_answer, self.metrics.answer)
+        client.on_retry = _chain(client.on_retry, self.metrics.retry)
+        with_loop = _running_loop()
+        if with_loop is not None:
+            self.metrics.attach_loop(with_loop)
 
     def update_rules(self, rules: list[RuleConfig]) -> None:
         """Take new rules (a reload) without touching running jobs.
@@ -101,10 +139,15 @@ class Engine:
         """
         old = self.rules
         self.rules = {r.name: r for r in rules}
+        if self.host is not None:
+            # A shared ledger stores paths relative to the roots: follow moved folders.
+            self.ledger.register_roots(self.host, {r.name: Path(r.path) for r in rules})
         for rule in rules:
             before = old.get(rule.name)
             if before is None or before.max_in_flight != rule.max_in_flight:
                 self._slots[rule.name] = asyncio.Semaphore(rule.max_in_flight)
+        if _running_loop() is not None:
+            self.recheck_budgets()  # a raised or removed budget lets waiting jobs start now
 
     # Sources --------------------------------------------------------------------------------
 
@@ -150,6 +193,7 @@ class Engine:
             message = _problems_text(exc)
             self.ledger.put_source(path, rule=rule.name, status="invalid",
                                    content_sha256=content_sha, error=message)
+            self._drop_orphans(prev, None)
             outputs.write_note(path, message)
             bound.warning("prompt file refused", problems=len(exc.problems))
             return
@@ -165,22 +209,29 @@ class Engine:
             self.ledger.put_source(path, rule=rule.name, status="blocked",
                                    content_sha256=content_sha, request_hash=h,
                                    image_count=request.count, error=message)
+            self._drop_orphans(prev, None)
             outputs.write_note(path, message)
             bound.warning("output name taken by a foreign file", file=str(foreign))
             return
         self.ledger.put_source(path, rule=rule.name, status="active", content_sha256=content_sha,
                                request_hash=h, image_count=request.count)
+        self._drop_orphans(prev, h)
         bound.info("prompt file taken up", request=h[:12], images=request.count)
         for index in range(1, request.count + 1):
             job = self.ledger.ensure_job(h, index, request.canonical(), rule.name)
             await self._consider(job, path, rule)
 
     def handle_deleted(self, path: Path) -> None:
-        """A prompt file went away: its running tasks finish, but nothing is written for it."""
+        """A prompt file went away: its running tasks finish, but nothing is written for it.
+
+        Its jobs waiting for the daily budget fail (nothing was sent for them), unless another
+        prompt file asks for the same request.
+        """
         src = self.ledger.get_source(path)
         if src is not None and src.status != "deleted":
             self.ledger.set_source_status(path, "deleted", "the prompt file was deleted")
             log.info("prompt file deleted", source=str(path))
+            self._drop_orphans(src, None)
 
     def handle_conflict(self, path: Path, rule: RuleConfig) -> None:
         """A sync client's conflict copy: never processed, and the folder says why."""
@@ -194,11 +245,28 @@ class Engine:
             "original name, and delete this copy.",
         )
 
+    def _drop_orphans(self, prev: Source | None, new_hash: str | None) -> None:
+        """Fail the waiting jobs of `prev`'s old request that no prompt file wants any more."""
+        if prev is None or not prev.request_hash or prev.request_hash == new_hash:
+            return
+        for job in self.ledger.jobs_for_request(prev.request_hash):
+            if job.state is S.WAITING and not self._live_sources(job):
+                self._move(job, S.WAITING, S.FAILED, _ORPHANED, error=_ORPHANED,
+                           finished_at=self._clock())
+                log.info("waiting job dropped: no prompt file wants it", job=job.id)
+
     async def _consider(self, job: Job, source: Path, rule: RuleConfig) -> None:
         if job.state is S.DONE:
             await self._deliver_existing(job, source)
+        elif job.state is S.FAILED and job.error == _ORPHANED:
+            # It waited for the budget, its file went away, and the same request is back.
+            self._move(job, S.FAILED, S.PENDING, "a prompt file asks for it again")
+            self.launch(job.id)
         elif job.state is S.FAILED:
             outputs.write_note(source, _failed_text(job))
+        elif job.state is S.WAITING:
+            outputs.write_note(source, self._waiting_text(job, source))
+            self._arm_budget_timer()
         elif job.state is S.AMBIGUOUS:
             if rule.resubmit_ambiguous:
                 self._move(job, S.AMBIGUOUS, S.PENDING, "rules allow resubmitting ambiguous jobs")
@@ -256,11 +324,17 @@ class Engine:
         """
         for job in self.ledger.jobs(S.PENDING, S.UPLOADING, S.RUNNING, S.DOWNLOADING):
             self.launch(job.id)
+        self.recheck_budgets()
+        self._arm_lease_timer()
 
     async def drain(self) -> None:
         """Stop taking work; let POSTs on the wire and file writes finish; cancel the rest."""
         self.stopping = True
         self._unpaused.set()
+        if self._budget_timer is not None:
+            self._budget_timer.cancel()
+        if self._lease_timer is not None:
+            self._lease_timer.cancel()
         deadline = time.monotonic() + self.options.drain_timeout
         while self._critical and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -290,10 +364,12 @@ class Engine:
                           job=job_id)
 
     async def _drive(self, job_id: int) -> None:
+        if not self._claim(job_id):
+            return  # another host is working on it
         while not self.stopping:
             job = self.ledger.get_job(job_id)
-            if job.state in FINAL:
-                return
+            if job.state in FINAL or job.state is S.WAITING:
+                return  # waiting jobs are started by recheck_budgets, not by a task
             if job.state is S.PENDING and not self._live_sources(job):
                 return  # its prompt file was deleted or changed before anything was sent
             step = {
@@ -314,6 +390,9 @@ class Engine:
     async def _submit(self, job: Job) -> None:
         await self._wait_unpaused()
         if self.stopping:
+            return
+        if not self._budget_allows(job):
+            self._hold(job)  # before uploading: nothing to do today
             return
         bound = log.bind(job=job.id, request=job.request_hash[:12], index=job.image_index)
         req = job.request
@@ -344,9 +423,17 @@ class Engine:
                 self._move(job, job.state, S.PENDING, "upload failed; retrying later")
                 await asyncio.sleep(self.options.retry_later)
                 return
+        # Checked again with no await before the commit, so of many jobs reaching this point
+        # at once only as many as the budget allows get through (one event loop, one thread).
+        if not self._budget_allows(job):
+            self._hold(job)
+            return
         # The intent is committed before the request leaves: a crash from here on is ambiguous.
+        intent_at = self._clock()
         job = self._move(job, job.state, S.SUBMITTING, "submitting", count_attempt=True,
-                         intent_at=self._clock())
+                         intent_at=intent_at)
+        self.metrics.submitted(job.rule)
+        self._submitted_at[job.id] = time.monotonic()
         reached("after_intent")
         self._critical += 1
         try:
@@ -359,16 +446,20 @@ class Engine:
                 # A cached upload URL the API no longer accepts: upload again, once.
                 self.ledger.forget_uploads(image_urls)
                 self._move(job, S.SUBMITTING, S.PENDING, "refused upload URL; uploading again")
+                self._refund(job, intent_at)
                 return
             self._fail(job, f"the API refused this request: {exc.message}", src=S.SUBMITTING)
+            self._refund(job, intent_at)
             return
         except AccountBlocked as exc:
             self._move(job, S.SUBMITTING, S.PENDING, f"not submitted: {exc.message}")
+            self._refund(job, intent_at)
             self._pause(exc, job)
             return
         except (RateLimited, TransientError) as exc:
             # The client only raises these when nothing was created: safe to send later.
             self._move(job, S.SUBMITTING, S.PENDING, f"not submitted: {exc.message}")
+            self._refund(job, intent_at)
             bound.warning("the API could not take the request; trying again later",
                           error=exc.message, wait=self.options.retry_later)
             await asyncio.sleep(self.options.retry_later)
@@ -383,14 +474,34 @@ class Engine:
         finally:
             self._critical -= 1
         reached("after_answer")
-        self._move(job, S.SUBMITTING, S.RUNNING, f"task {task.id}", task_id=task.id,
-                   task_json=_json(task.raw), submitted_at=self._clock())
+        await self._record_answer(job, task)
         reached("after_running")
         structlog.contextvars.bind_contextvars(task=task.id)
         self._fresh.add(job.id)
         if self.pause is not None:
             self.note_success()
         bound.info("submitted", task=task.id)
+
+    async def _record_answer(self, job: Job, task: Any) -> None:
+        """Commit the task id of a paid submission.
+
+        The answer is in hand: while the ledger's disk is full, keep it and try again, rather
+        than let a restart turn a known task into an ambiguous one (paid for, never delivered).
+        """
+        wait = 0.5
+        while True:
+            try:
+                self._move(job, S.SUBMITTING, S.RUNNING, f"task {task.id}", task_id=task.id,
+                           task_json=_json(task.raw), submitted_at=self._clock())
+                return
+            except Exception as exc:
+                if not disk_full(exc):
+                    raise
+                log.error("cannot record a submitted task: the disk holding the ledger is full; "
+                          "trying again", task=task.id, retry_in=wait,
+                          fix="free space on the disk of the state folder")
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 10.0)
 
     def _requeued(self, job: Job) -> bool:
         return any("refused upload URL" in (e["detail"] or "") for e in self.ledger.events(job.id))
@@ -465,6 +576,9 @@ class Engine:
                 self._move(job, S.DOWNLOADING, S.RUNNING, f"download failed: {exc.message}")
                 return
             reached("after_download")
+            if self.host is not None and self.ledger.holder(job.id) != self.host:
+                # Only the host holding the claim writes: another one took this job over.
+                raise LeaseLost(f"job {job.id} is no longer claimed by {self.host}")
             sha = hashlib.sha256(result.data).hexdigest()
             written = 0
             try:
@@ -480,6 +594,7 @@ class Engine:
                 await asyncio.sleep(self.options.retry_later)
                 return
             reached("before_done")
+            self._observe_latency(job)
             if written == 0:
                 self.ledger.note_event(job.id, "no prompt file wants this image any more "
                                                "(deleted or changed); nothing written")
@@ -537,7 +652,7 @@ class Engine:
                 if self._is_ours(final, job.request_hash):
                     self.ledger.record_output(final, job=job, source_path=source,
                                               sha256=_sha(final), fmt=fmt)
-                    outputs.clear_note(source)
+                    self._settle_note(source)
                     return True
                 outputs.write_note(source, f'"{final.name}" appeared in this folder and '
                                    "promptdrop did not make it, so the new image was not saved "
@@ -553,7 +668,7 @@ class Engine:
         reached("after_rename")
         self.ledger.record_output(final, job=job, source_path=source,
                                   sha256=hashlib.sha256(data).hexdigest(), fmt=fmt)
-        outputs.clear_note(source)
+        self._settle_note(source)
         log.info("image written", job=job.id, source=str(source), file=str(final))
         return True
 
@@ -581,12 +696,197 @@ class Engine:
             "promptdrop:version": __version__,
         }
 
+    # Daily budgets -------------------------------------------------------------------------
+
+    def budget_left(self, rule_name: str | None) -> int | None:
+        """Submissions the rule's daily budget still allows today; None when it has none.
+
+        A day runs from local midnight by the engine's clock. Counted: every committed intent
+        of the day, less those the API proved created nothing (refused, rate limited, an
+        outage answer) while this process ran.
+        """
+        rule = self.rules.get(rule_name or "")
+        if rule is None or rule.daily_budget is None:
+            return None
+        start = day_start(self._clock())
+        used = self.ledger.submissions_since(start, rule.name)
+        used -= self._refunds.get((rule.name, start), 0)
+        return max(rule.daily_budget - used, 0)
+
+    def recheck_budgets(self) -> int:
+        """Start the waiting jobs today's budgets have room for, oldest first; return how many.
+
+        Called at local midnight by the engine's own timer, by `resume`, and after a reload;
+        tests call it after moving the clock. Waiting jobs no prompt file wants any more fail.
+        """
+        if self.stopping:
+            return 0
+        started = 0
+        left: dict[str, int | None] = {}
+        sources: set[Path] = set()
+        remaining = 0
+        for job in self.ledger.jobs(S.WAITING):
+            name = job.rule or ""
+            if name not in left:
+                left[name] = self.budget_left(name)
+            room = left[name]
+            if room is not None and room <= 0:
+                remaining += 1
+                continue
+            live = self._live_sources(job)
+            try:
+                if not live:
+                    self._move(job, S.WAITING, S.FAILED, _ORPHANED, error=_ORPHANED,
+                               finished_at=self._clock())
+                    continue
+                self._move(job, S.WAITING, S.PENDING, "a new day's budget has room")
+            except StaleTransition:
+                continue
+            if room is not None:
+                left[name] = room - 1
+            sources.update(live)
+            self.launch(job.id)
+            started += 1
+        for source in sources:
+            self._settle_note(source, keep_failed=True)
+        if started:
+            log.info("waiting jobs started", count=started, still_waiting=remaining)
+        if remaining:
+            self._arm_budget_timer()
+        return started
+
+    def _budget_allows(self, job: Job) -> bool:
+        left = self.budget_left(job.rule)
+        return left is None or left > 0
+
+    def _hold(self, job: Job) -> None:
+        """Park a job whose rule's budget is spent for today, and say so next to its file."""
+        if job.state is S.UPLOADING:
+            job = self._move(job, S.UPLOADING, S.PENDING, "daily budget spent")
+        rule = self.rules[job.rule or ""]
+        self._move(job, S.PENDING, S.WAITING,
+                   f"the daily budget of {rule.daily_budget} is spent; waits for the next day")
+        log.info("daily budget spent; the job waits for the next day", job=job.id,
+                 rule=rule.name, budget=rule.daily_budget)
+        self._note_sources(job, self._waiting_text)
+        self._arm_budget_timer()
+
+    def _refund(self, job: Job, intent_at: float) -> None:
+        # The API proved this intent created nothing: it does not count against the budget.
+        today = day_start(self._clock())
+        for key in [k for k in self._refunds if k[1] < today]:
+            del self._refunds[key]
+        key = (job.rule or "", day_start(intent_at))
+        self._refunds[key] = self._refunds.get(key, 0) + 1
+
+    def _arm_budget_timer(self) -> None:
+        if self.stopping or (self._budget_timer is not None and not self._budget_timer.done()):
+            return
+        self._budget_timer = asyncio.get_running_loop().create_task(
+            self._budget_loop(), name="budget-timer")
+
+    async def _budget_loop(self) -> None:
+        # Not a job task: `wait_idle` (and so --once) does not wait for tomorrow.
+        while not self.stopping:
+            now = self._clock()
+            await asyncio.sleep(max(0.01, min(next_day(now) - now, self.options.budget_check)))
+            try:
+                self.recheck_budgets()
+            except Exception:
+                log.exception("could not start waiting jobs; trying again later")
+            if not self.ledger.jobs(S.WAITING):
+                return
+
+    def _waiting_text(self, job: Job, _source: Path) -> str:
+        rule = self.rules.get(job.rule or "")
+        budget = rule.daily_budget if rule is not None else None
+        when = datetime.fromtimestamp(next_day(self._clock()))
+        return (
+            f"Not yet: this folder's daily budget of {budget} image{'' if budget == 1 else 's'}"
+            " is used up for today, so this file waits. It starts by itself tomorrow "
+            f"({when:%A} {when.day} {when:%B}) from 00:00, or on a later day if more files are "
+            "waiting than one day's budget allows. Nothing was sent or paid for it yet.\n"
+            "What to do: nothing, it starts on its own. To have it sooner, ask whoever runs "
+            "promptdrop to raise daily_budget in the rules file."
+        )
+
+    def _settle_note(self, source: Path, *, keep_failed: bool = False) -> None:
+        """A job of `source` started or finished: clear its note unless a job still waits
+        (then the waiting note stays), or, with keep_failed, one failed or is ambiguous."""
+        src = self.ledger.get_source(source)
+        jobs = [] if src is None or not src.request_hash else [
+            j for j in self.ledger.jobs_for_request(src.request_hash)
+            if j.image_index <= (src.image_count or 1)]
+        waiting = [j for j in jobs if j.state is S.WAITING]
+        if waiting:
+            outputs.write_note(source, self._waiting_text(waiting[0], source))
+        elif not (keep_failed and any(j.state in (S.FAILED, S.AMBIGUOUS) for j in jobs)):
+            outputs.clear_note(source)
+
+    def _observe_latency(self, job: Job) -> None:
+        started = self._submitted_at.pop(job.id, None)
+        if started is not None:
+            self.metrics.task_done(time.monotonic() - started)
+            return
+        # Submitted before a restart: the ledger's record of the intent says when.
+        intents = [e["at"] for e in self.ledger.events(job.id)
+                   if e["to_state"] == S.SUBMITTING and e["from_state"] != e["to_state"]]
+        if intents:
+            self.metrics.task_done(self._clock() - intents[-1])
+
+    # Claims (a ledger shared by several hosts) ------------------------------------------------
+
+    def _claim(self, job_id: int) -> bool:
+        """Claim the job for this host (always True with a ledger of our own)."""
+        if self.host is None:
+            return True
+        if not self.ledger.claim(job_id, self.host, self.options.lease_ttl):
+            self._claimed.discard(job_id)
+            return False
+        self._claimed.add(job_id)
+        self._arm_lease_timer()
+        return True
+
+    def _arm_lease_timer(self) -> None:
+        if self.host is None or self.stopping or (
+                self._lease_timer is not None and not self._lease_timer.done()):
+            return
+        self._lease_timer = asyncio.get_running_loop().create_task(
+            self._lease_loop(), name="lease-timer")
+
+    async def _lease_loop(self) -> None:
+        # Not a job task: `wait_idle` does not wait for it. Renews this host's claims, and takes
+        # over the work of hosts that stopped renewing theirs: running tasks are polled by
+        # their task id, never sent again; a submission whose answer died with its host is
+        # ambiguous, as after a crash.
+        assert self.host is not None
+        while not self.stopping:
+            await asyncio.sleep(self.options.lease_ttl / 3)
+            try:
+                self.ledger.renew(self.host, self.options.lease_ttl)
+                for job in self.ledger.take_over(self.host, self.options.lease_ttl):
+                    log.info("took over a job of a host that stopped", job=job.id,
+                             state=str(job.state), task=job.task_id)
+                    if job.state is S.AMBIGUOUS:  # final: its claim ended with the move
+                        self._note_sources(job, _ambiguous_text)
+                    else:
+                        self._claimed.add(job.id)
+                        self.launch(job.id)
+            except Exception:
+                log.exception("could not renew or take over claims; trying again")
+
     # State helpers ---------------------------------------------------------------------------
 
     def _move(self, job: Job, src: JobState, dst: JobState, detail: str, *,
               count_attempt: bool = False, **fields: Any) -> Job:
-        return self.ledger.transition(job.id, src, dst, detail=detail,
-                                      count_attempt=count_attempt, **fields)
+        # A job this host claimed moves only while the claim is still ours (LeaseLost if not).
+        holder = self.host if self.host is not None and job.id in self._claimed else None
+        moved = self.ledger.transition(job.id, src, dst, detail=detail,
+                                       count_attempt=count_attempt, holder=holder, **fields)
+        if dst in FINAL:
+            self._submitted_at.pop(job.id, None)
+            self._claimed.discard(job.id)
+        return moved
 
     def _fail(self, job: Job, message: str, *, src: JobState | None = None) -> None:
         job = self._move(job, src or job.state, S.FAILED, message, error=message,
@@ -633,6 +933,38 @@ class Engine:
         """Called when a submission went through: the account works again."""
         self.pause = None
         self._unpaused.set()
+
+
+def day_start(at: float) -> float:
+    """The local midnight that began the day holding the epoch time `at`."""
+    day = datetime.fromtimestamp(at).date()
+    return datetime(day.year, day.month, day.day).timestamp()
+
+
+def next_day(at: float) -> float:
+    """The local midnight that ends the day holding the epoch time `at`."""
+    day = datetime.fromtimestamp(at).date() + timedelta(days=1)
+    return datetime(day.year, day.month, day.day).timestamp()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _chain(first: Callable[..., None] | None,
+           then: Callable[..., None]) -> Callable[..., None]:
+    """A hook that calls an observer already in place, then ours."""
+    if first is None:
+        return then
+
+    def both(*args: Any) -> None:
+        first(*args)
+        then(*args)
+
+    return both
 
 
 def _read_small(path: Path) -> bytes:

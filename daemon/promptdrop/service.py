@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,14 +18,27 @@ import structlog
 
 from promptdrop.api import DEFAULT_BASE_URL, ToApisClient
 from promptdrop.engine import Engine, EngineOptions
-from promptdrop.ledger import FINAL, JobState, Ledger
+from promptdrop.ledger import (
+    FINAL,
+    JobState,
+    LedgerUnavailable,
+    LedgerUrlError,
+    default_host_id,
+    disk_full,
+    open_ledger,
+)
 from promptdrop.outputs import cleanup_temps
-from promptdrop.spec import RuleConfig, RulesFile
+from promptdrop.sdnotify import Notifier
+from promptdrop.spec import RuleConfig, RulesFile, SpecError
 from promptdrop.watcher import FileEvent, Watcher, WatchRoot, is_candidate, is_conflict_copy
 
 log = structlog.get_logger("promptdrop.service")
 LOCK_NAME = "daemon.lock"
 KICK_INTERVAL = 2.0  # how often the ledger is re-read for work that `retry` queued
+STATUS_INTERVAL = 5.0  # how often systemd's status line is refreshed
+# Test hook, like the crash points: block the working loop this many seconds after READY=1,
+# as a real hang would, so tests can see the watchdog pings stop. Off unless set.
+_STALL_AFTER = float(os.environ.get("PROMPTDROP_TEST_STALL_AFTER") or 0) or None
 
 
 class AlreadyRunning(RuntimeError):
@@ -45,6 +58,11 @@ class WatchOptions:
     once: bool = False
     engine: EngineOptions = field(default_factory=EngineOptions)
     progress: bool = False
+    # Reads the rules again on SIGHUP (raises SpecError when they are invalid); None: no reload.
+    reload_rules: Callable[[], RulesFile] | None = None
+    metrics: tuple[str, int] | None = None  # serve Prometheus metrics on this address
+    # A postgresql:// URL: the ledger shared with other hosts; None: SQLite in state_dir.
+    ledger: str | None = None
 
 
 def resolve_api_key(api_key_file: Path | None = None) -> str | None:
@@ -118,22 +136,48 @@ async def run(opts: WatchOptions) -> int:
     for rule in opts.rules.rules:
         if not Path(rule.path).is_dir():
             raise ConfigError(f"the watched folder {rule.path} does not exist (rule {rule.name!r})")
+    notifier = Notifier()
     with state_lock(opts.state_dir):
-        ledger = Ledger.open(opts.state_dir)
+        notifier.status("Starting: opening the ledger")
         try:
-            recovery = ledger.recover()
-            log.info("ledger opened", path=str(ledger.path), recovery=str(recovery))
+            ledger = open_ledger(opts.ledger, opts.state_dir,
+                                 roots={r.name: Path(r.path) for r in opts.rules.rules})
+        except (LedgerUrlError, LedgerUnavailable) as exc:
+            notifier.close()
+            raise ConfigError(str(exc)) from None
+        # Shared: claims name this daemon; other hosts' live work is left to them.
+        host = default_host_id(opts.state_dir) if opts.ledger else None
+        try:
+            recovery = ledger.recover(host=host)
+            log.info("ledger opened", path=ledger.location, host=host, recovery=str(recovery))
             removed = await asyncio.to_thread(_clean_temporaries, opts.rules.rules)
             if removed:
                 log.info("removed temporary files left by an earlier stop", count=removed)
             group = opts.rules.api.account_group
-            async with ToApisClient(opts.api_key, opts.base_url, account_group=group) as client:
+            async with ToApisClient(opts.api_key, opts.base_url, account_group=group,
+                                    timeout=opts.rules.api.timeout) as client:
                 engine = Engine(ledger, client, opts.rules.rules, opts.engine)
-                if opts.once:
-                    return await _once(engine, opts)
-                return await _daemon(engine, opts)
+                engine.host = host
+                metrics = None
+                if opts.metrics:
+                    # Imported here: the metrics module (and prometheus-client) only when asked.
+                    from promptdrop.metrics import start_metrics
+
+                    metrics = start_metrics(opts.metrics, engine)
+                try:
+                    if opts.once:
+                        return await _once(engine, opts)
+                    return await _daemon(engine, opts, notifier)
+                finally:
+                    if metrics is not None:
+                        metrics.close()
         finally:
+            if host is not None:
+                # A clean stop: other hosts may take over what is left at once.
+                with contextlib.suppress(LedgerUnavailable):
+                    ledger.release_all(host)
             ledger.close()
+            notifier.close()
 
 
 def _clean_temporaries(rules: list[RuleConfig], older_than: float = 30.0) -> int:
@@ -150,13 +194,15 @@ def _clean_temporaries(rules: list[RuleConfig], older_than: float = 30.0) -> int
     return removed
 
 
-def _install_signals(stop: asyncio.Event) -> None:
+def _install_signals(stop: asyncio.Event, reload: asyncio.Event | None = None) -> None:
     if threading.current_thread() is not threading.main_thread():
         return  # embedded in another program's thread: its owner handles signals
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         # The handler only sets a flag; the main loop drains and exits.
         loop.add_signal_handler(sig, stop.set)
+    if reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload.set)
 
 
 async def _once(engine: Engine, opts: WatchOptions) -> int:
@@ -188,7 +234,17 @@ async def _once(engine: Engine, opts: WatchOptions) -> int:
         progress.close()
         waiter.cancel()
         stopped.cancel()
+    # Stop the engine's timers (the budget's midnight wake-up) before the ledger is closed.
+    await engine.drain()
+    waiting = _waiting_sources(engine, sources)
+    if waiting:
+        log.info("files wait for the next day's budget; run again tomorrow, or keep the daemon "
+                 "running", files=waiting)
     return 0 if _all_done(engine, sources) else 1
+
+
+def _waiting_sources(engine: Engine, sources: list[Path]) -> int:
+    return sum(1 for p in sources if JobState.WAITING in _jobs_of(engine, p)[1])
 
 
 def _jobs_of(engine: Engine, path: Path) -> tuple[str, list[JobState]]:
@@ -206,7 +262,8 @@ def _all_done(engine: Engine, sources: list[Path]) -> bool:
     ok = True
     for path in sources:
         status, states = _jobs_of(engine, path)
-        if status != "active" or any(s is not JobState.DONE for s in states):
+        # Waiting for tomorrow's budget is not a failure: the rule asked for it.
+        if status != "active" or any(s not in (JobState.DONE, JobState.WAITING) for s in states):
             ok = False
     return ok
 
@@ -249,31 +306,128 @@ class _Progress:
             self.bar.close()
 
 
-async def _daemon(engine: Engine, opts: WatchOptions) -> int:
+def _new_watcher(rules: list[RuleConfig]) -> Watcher:
+    return Watcher(_roots(rules),
+                   on_warning=lambda message: log.warning("watcher", message=message))
+
+
+def _start_of_today() -> float:
+    """Local midnight, as a Unix time: what "today" means in the status line."""
+    now = time.localtime()
+    return time.mktime((now.tm_year, now.tm_mon, now.tm_mday, 0, 0, 0, 0, 0, -1))
+
+
+def status_line(engine: Engine, roots: int) -> str:
+    """The one-line summary systemd shows: roots watched, tasks running, images done today,
+    jobs held by a spent daily budget, and a pause if submissions are paused."""
+    counts = engine.ledger.state_counts()
+    running = sum(counts.get(str(s), 0)
+                  for s in (JobState.SUBMITTING, JobState.RUNNING, JobState.DOWNLOADING))
+    done = engine.ledger.done_since(_start_of_today())
+    text = (f"Watching {roots} folder{'s' if roots != 1 else ''}; "
+            f"{running} task{'s' if running != 1 else ''} running; "
+            f"{done} image{'s' if done != 1 else ''} done today")
+    waiting = counts.get(str(JobState.WAITING), 0)
+    if waiting:
+        text += f"; {waiting} waiting for the daily budget"
+    if engine.pause is not None:
+        text += "; submissions paused: " + engine.pause.reason.split(":")[0]
+    return text
+
+
+def _load_new_rules(opts: WatchOptions) -> RulesFile | None:
+    """The rules file read again, or None (after saying why) when it cannot be used."""
+    assert opts.reload_rules is not None
+    try:
+        rules = opts.reload_rules()
+    except SpecError as exc:
+        log.error("the rules file has errors; keeping the rules in use", problems=str(exc))
+        return None
+    except OSError as exc:
+        log.error("cannot read the rules file; keeping the rules in use",
+                  error=exc.strerror or str(exc))
+        return None
+    missing = [str(r.path) for r in rules.rules if not Path(r.path).is_dir()]
+    if missing:
+        log.error("a watched folder in the new rules does not exist; keeping the rules in use",
+                  folders=missing)
+        return None
+    return rules
+
+
+async def _daemon(engine: Engine, opts: WatchOptions, notifier: Notifier | None = None) -> int:
+    notifier = notifier or Notifier({})
     stop = asyncio.Event()
-    _install_signals(stop)
-    by_name = {r.name: r for r in opts.rules.rules}
-    watcher = Watcher(_roots(opts.rules.rules),
-                      on_warning=lambda message: log.warning("watcher", message=message))
+    reload = asyncio.Event()
+    _install_signals(stop, reload if opts.reload_rules is not None else None)
+    rules = opts.rules
+    by_name = {r.name: r for r in rules.rules}
+    watcher = _new_watcher(rules.rules)
     engine.resume()
+    notifier.status("Starting: scanning the watched folders")
     await watcher.start()
-    log.info("watching", roots=[str(r.path) for r in opts.rules.rules])
+    log.info("watching", roots=[str(r.path) for r in rules.rules])
     handlers: set[asyncio.Task[None]] = set()
-    next_kick = time.monotonic() + KICK_INTERVAL
+    now = time.monotonic()
+    next_kick = now + KICK_INTERVAL
+    next_status = now + STATUS_INTERVAL
+    # READY=1 is owed until the first scan of every root has been handed to the engine.
+    owe_ready = True
+    stall_at: float | None = None
+    # Wake often enough to ping the watchdog on time (systemd asks for every half period).
+    idle_wait = 0.5
+    if notifier.watchdog_every is not None:
+        idle_wait = max(0.01, min(idle_wait, notifier.watchdog_every / 2))
     try:
         while not stop.is_set():
+            now = time.monotonic()
+            notifier.watchdog(now)
+            if stall_at is not None and now >= stall_at:
+                time.sleep(3600)  # the test hook: a hung loop, as far as systemd can tell
+            if reload.is_set():
+                reload.clear()
+                notifier.reloading()
+                new = _load_new_rules(opts)
+                if new is not None:
+                    old_roots = set(_roots(rules.rules))
+                    rules = opts.rules = new
+                    engine.update_rules(new.rules)
+                    by_name.clear()
+                    by_name.update((r.name, r) for r in new.rules)
+                    if set(_roots(new.rules)) != old_roots:
+                        await watcher.stop()
+                        watcher = _new_watcher(new.rules)
+                        await watcher.start()
+                    log.info("rules reloaded", roots=[str(r.path) for r in new.rules])
+                owe_ready = True
+            # Once the watcher says its first scan is out, look at the queue briefly: READY
+            # waits until it is empty and every event taken has been handled.
+            wait = 0.02 if owe_ready and watcher.ready.is_set() else idle_wait
             try:
-                event = await asyncio.wait_for(watcher.get(), timeout=0.5)
+                event = await asyncio.wait_for(watcher.get(), timeout=wait)
             except TimeoutError:
                 event = None
             if event is not None:
                 task = asyncio.ensure_future(_dispatch(engine, by_name, event))
                 handlers.add(task)
                 task.add_done_callback(handlers.discard)
-            if time.monotonic() >= next_kick:
-                next_kick = time.monotonic() + KICK_INTERVAL
+            elif owe_ready and watcher.ready.is_set() and not handlers:
+                owe_ready = False
+                notifier.ready(status_line(engine, len(rules.rules)))
+                log.info("ready: every watched folder's first scan is handed over",
+                         roots=len(rules.rules))
+                next_status = time.monotonic() + STATUS_INTERVAL
+                if _STALL_AFTER is not None and stall_at is None:
+                    stall_at = time.monotonic() + _STALL_AFTER
+            now = time.monotonic()
+            if now >= next_kick:
+                next_kick = now + KICK_INTERVAL
                 await _kick(engine, by_name)
+            if notifier.enabled and not owe_ready and now >= next_status:
+                next_status = now + STATUS_INTERVAL
+                notifier.status(status_line(engine, len(rules.rules)))
     finally:
+        notifier.stopping("Stopping: finishing writes in progress")
         log.info("stopping: finishing writes in progress; running tasks resume on the next start")
         for task in handlers:
             task.cancel()
@@ -281,20 +435,33 @@ async def _daemon(engine: Engine, opts: WatchOptions) -> int:
         await watcher.stop()
     return 0
 
-
 async def _dispatch(engine: Engine, rules: dict[str, RuleConfig], event: FileEvent) -> None:
-    rule = rules[event.root.name]
-    try:
-        if event.kind == "settled":
-            await engine.handle_file(event.path, rule)
-        elif event.kind == "deleted":
-            engine.handle_deleted(event.path)
-        elif event.kind == "conflict":
-            engine.handle_conflict(event.path, rule)
-        else:
-            log.warning("watched folder " + event.kind.replace("_", " "), root=str(event.path))
-    except Exception:
-        log.exception("could not handle a file event", source=str(event.path), kind=event.kind)
+    rule = rules.get(event.root.name)
+    if rule is None:
+        return  # its rule was removed by a reload
+    wait = 0.5
+    while True:
+        try:
+            if event.kind == "settled":
+                await engine.handle_file(event.path, rule)
+            elif event.kind == "deleted":
+                engine.handle_deleted(event.path)
+            elif event.kind == "conflict":
+                engine.handle_conflict(event.path, rule)
+            else:
+                log.warning("watched folder " + event.kind.replace("_", " "),
+                            root=str(event.path))
+            return
+        except Exception as exc:
+            if not disk_full(exc):
+                log.exception("could not handle a file event", source=str(event.path),
+                              kind=event.kind)
+                return
+            # The event is not dropped: the file is taken up once the ledger can be written.
+            log.error("the disk holding the ledger is full; the file waits", retry_in=wait,
+                      source=str(event.path), fix="free space on the disk of the state folder")
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, 10.0)
 
 
 async def _kick(engine: Engine, rules: dict[str, RuleConfig]) -> None:

@@ -178,7 +178,9 @@ class RuleConfig(BaseModel):
     max_in_flight: int = Field(default=4, ge=1, le=64, description="How many API tasks of this "
                                "folder may run at once, 1 to 64 (default 4).")
     daily_budget: int | None = Field(default=None, ge=1, description="At most this many tasks "
-                                     "are submitted per day for this folder; leave out for no "
+                                     "(one per image) are submitted per day for this folder, "
+                                     "a day starting at local midnight; files over it wait for "
+                                     "the next day, with a note beside them. Leave out for no "
                                      "limit.")
     reconcile_interval: float = Field(default=600.0, ge=10, description="Seconds between full "
                                       "rescans that catch missed events, 10 or more (default "
@@ -200,6 +202,9 @@ class ApiSettings(BaseModel):
                                  "https://toapis.com).")
     account_group: AccountGroup = Field(default="default", description="Your ToAPIs account "
                                         "group, which sets the rate limits: default, vip or svip.")
+    timeout: float = Field(default=30.0, gt=0, le=600, description="Seconds one API request "
+                           "may take before it counts as unanswered. A submission answered "
+                           "later is treated as lost: ambiguous, never resent.")
 
 
 class RulesFile(BaseModel):
@@ -211,6 +216,11 @@ class RulesFile(BaseModel):
                              description="API settings ([api] table).")
     rules: list[RuleConfig] = Field(min_length=1, description="The watched folders, one "
                                     "[[rules]] table each; at least one.")
+    ledger: str | None = Field(default=None, description="A PostgreSQL URL "
+                               "(postgresql://USER@HOST/DATABASE) for a ledger shared by several "
+                               "computers watching the same synced folders, so each request is "
+                               "paid once; leave out to keep the ledger on this computer. Keep "
+                               "the password out of it: use ~/.pgpass or PGPASSWORD.")
 
 
 _PROMPT_KEYS = tuple(PromptFile.model_fields)
@@ -907,7 +917,7 @@ def read_rules(path: Path) -> RulesFile:
     path = Path(path)
     raw, text = _load(path.absolute().resolve(), MAX_RULES_FILE_BYTES, "rules file")
     problems: list[Problem] = []
-    top_allowed = ("api", "rules")
+    top_allowed = ("api", "rules", "ledger")
     for key in raw:
         if key not in top_allowed:
             line, col = _locate_key(text, key, raw[key])
@@ -930,6 +940,15 @@ def read_rules(path: Path) -> RulesFile:
                     line, col = _locate(text, "base_url", "api")
                     problems.append(Problem(path, "[api] " + _field_message(
                         "base_url", api.base_url), line, col))
+    ledger = raw.get("ledger")
+    if ledger is not None and not (isinstance(ledger, str) and ledger.split(":", 1)[0].lower()
+                                   in ("postgresql", "postgres")):
+        line, col = _locate(text, "ledger")
+        # The value is not repeated: it may hold a password.
+        problems.append(Problem(path, 'ledger must be a PostgreSQL URL in quotes, such as '
+                                '"postgresql://promptdrop@db.example.com/promptdrop"; leave it '
+                                "out to keep the ledger on this computer", line, col))
+        ledger = None
     raw_rules = raw.get("rules")
     rules: list[RuleConfig] = []
     if raw_rules is None or raw_rules == []:
@@ -954,7 +973,7 @@ def read_rules(path: Path) -> RulesFile:
             rules.append(rule)
     if problems:
         raise SpecError(sorted(problems, key=_by_position))
-    return RulesFile(api=api, rules=rules)
+    return RulesFile(api=api, rules=rules, ledger=ledger)
 
 
 def _read_rule(raw: dict[str, Any], i: int, base: Path, path: Path,
