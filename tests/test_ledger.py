@@ -31,6 +31,8 @@ from promptdrop.ledger import (
     ALLOWED,
     FINAL,
     LEDGER_NAME,
+    Budget,
+    BudgetSpent,
     IllegalTransition,
     Job,
     JobState,
@@ -498,6 +500,81 @@ def test_done_since_counts_each_delivered_job_once_per_rule_and_time(
     assert ledger.done_since(150.0) == 1
     assert ledger.done_since(0.0, rule="rule-a") == 1
     assert ledger.done_since(200.5) == 0
+
+
+def test_spent_since_gives_back_intents_the_api_proved_created_nothing(
+    make_ledger: MakeLedger, clock: FakeClock
+) -> None:
+    ledger = make_ledger(clock)
+    jobs = [ledger.ensure_job(f"h{i}", 0, REQUEST, "rule") for i in range(4)]
+    clock.now = 100.0  # "yesterday"
+    ledger.transition(jobs[0].id, S.PENDING, S.SUBMITTING)
+    clock.now = 200.0  # "today" starts at 150
+    # Yesterday's intent refused today: it was not counted today, so nothing is given back.
+    ledger.transition(jobs[0].id, S.SUBMITTING, S.PENDING, detail="rate limited")
+    ledger.transition(jobs[1].id, S.PENDING, S.SUBMITTING)
+    ledger.transition(jobs[1].id, S.SUBMITTING, S.PENDING, detail="rate limited")
+    ledger.transition(jobs[2].id, S.PENDING, S.SUBMITTING)
+    ledger.transition(jobs[2].id, S.SUBMITTING, S.FAILED, error="refused")
+    ledger.transition(jobs[3].id, S.PENDING, S.SUBMITTING)
+    ledger.transition(jobs[3].id, S.SUBMITTING, S.AMBIGUOUS, error="answer lost")  # may be paid
+    ledger.transition(jobs[1].id, S.PENDING, S.SUBMITTING)  # sent again: counts
+    ledger.transition(jobs[1].id, S.SUBMITTING, S.RUNNING)
+
+    assert ledger.submissions_since(150.0, "rule") == 4  # every intent
+    assert ledger.spent_since(150.0, "rule") == 2  # the ambiguous one and the resent one
+    assert ledger.spent_since(150.0, "other-rule") == 0
+    assert ledger.spent_since(0.0) == 2  # counted from yesterday, its refund counts too
+    # Kept in the ledger: another connection (a restart, another host) counts the same.
+    assert make_ledger(clock).spent_since(150.0, "rule") == 2
+
+
+def test_a_budgeted_intent_commits_only_while_the_budget_has_room(
+    ledger: LedgerBase, clock: FakeClock
+) -> None:
+    budget = Budget("rule", 0.0, 2)
+    a, b, c = (ledger.ensure_job(f"h{i}", 0, REQUEST, "rule") for i in range(3))
+    ledger.transition(a.id, S.PENDING, S.SUBMITTING, budget=budget)
+    ledger.transition(b.id, S.PENDING, S.SUBMITTING, budget=budget)
+    with pytest.raises(BudgetSpent):
+        ledger.transition(c.id, S.PENDING, S.SUBMITTING, budget=budget)
+    assert ledger.get_job(c.id).state is S.PENDING  # nothing committed
+    ledger.transition(b.id, S.SUBMITTING, S.PENDING, detail="rate limited: nothing created")
+    ledger.transition(c.id, S.PENDING, S.SUBMITTING, budget=budget)  # the refund made room
+    assert ledger.spent_since(0.0, "rule") == 2
+
+
+def test_hosts_racing_for_a_shared_budget_never_overspend_it(make_ledger: MakeLedger) -> None:
+    setup = make_ledger()
+    ids = [setup.ensure_job(f"h{i}", 0, REQUEST, "rule").id for i in range(40)]
+    budget = Budget("rule", 0.0, 7)
+    sent: dict[str, int] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def contend(n: int) -> None:
+        host = f"host-{n}"
+        try:
+            with make_ledger(track=False) as led:  # in its own thread, as SQLite wants
+                start.wait()
+                sent[host] = 0
+                for job_id in ids[n::4]:  # each host its own files: no row lock to share
+                    try:
+                        led.transition(job_id, S.PENDING, S.SUBMITTING, budget=budget)
+                        sent[host] += 1
+                    except BudgetSpent:
+                        pass
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=contend, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert sum(sent.values()) == 7
+    assert setup.spent_since(0.0, "rule") == 7
 
 
 def test_a_note_on_a_submitting_job_is_not_counted_as_another_submission(

@@ -40,6 +40,8 @@ from promptdrop.crashpoints import reached
 from promptdrop.imaging import EXTENSIONS, MIME_TYPES
 from promptdrop.ledger import (
     FINAL,
+    Budget,
+    BudgetSpent,
     Job,
     JobState,
     LeaseLost,
@@ -118,10 +120,6 @@ class Engine:
         self.host: str | None = None
         self._claimed: set[int] = set()
         self._lease_timer: asyncio.Task[None] | None = None
-        # Intents the API proved created nothing, by (rule, local day start): given back to
-        # the day's budget. Kept in memory only, so a restart forgets them: the budget then
-        # errs on the side of sending less, never more.
-        self._refunds: dict[tuple[str, float], int] = {}
         self._budget_timer: asyncio.Task[None] | None = None
         self._submitted_at: dict[int, float] = {}  # job id -> time.monotonic() of its intent
         self.metrics = Metrics(self)
@@ -423,15 +421,17 @@ class Engine:
                 self._move(job, job.state, S.PENDING, "upload failed; retrying later")
                 await asyncio.sleep(self.options.retry_later)
                 return
-        # Checked again with no await before the commit, so of many jobs reaching this point
-        # at once only as many as the budget allows get through (one event loop, one thread).
-        if not self._budget_allows(job):
+        # The intent is committed before the request leaves: a crash from here on is ambiguous.
+        # The budget is checked again inside that same commit, under a lock every host's
+        # intents of this rule take, so neither jobs nor hosts racing for the last unit can
+        # overspend it.
+        intent_at = self._clock()
+        try:
+            job = self._move(job, job.state, S.SUBMITTING, "submitting", count_attempt=True,
+                             budget=self._budget(job), intent_at=intent_at)
+        except BudgetSpent:
             self._hold(job)
             return
-        # The intent is committed before the request leaves: a crash from here on is ambiguous.
-        intent_at = self._clock()
-        job = self._move(job, job.state, S.SUBMITTING, "submitting", count_attempt=True,
-                         intent_at=intent_at)
         self.metrics.submitted(job.rule)
         self._submitted_at[job.id] = time.monotonic()
         reached("after_intent")
@@ -446,20 +446,16 @@ class Engine:
                 # A cached upload URL the API no longer accepts: upload again, once.
                 self.ledger.forget_uploads(image_urls)
                 self._move(job, S.SUBMITTING, S.PENDING, "refused upload URL; uploading again")
-                self._refund(job, intent_at)
                 return
             self._fail(job, f"the API refused this request: {exc.message}", src=S.SUBMITTING)
-            self._refund(job, intent_at)
             return
         except AccountBlocked as exc:
             self._move(job, S.SUBMITTING, S.PENDING, f"not submitted: {exc.message}")
-            self._refund(job, intent_at)
             self._pause(exc, job)
             return
         except (RateLimited, TransientError) as exc:
             # The client only raises these when nothing was created: safe to send later.
             self._move(job, S.SUBMITTING, S.PENDING, f"not submitted: {exc.message}")
-            self._refund(job, intent_at)
             bound.warning("the API could not take the request; trying again later",
                           error=exc.message, wait=self.options.retry_later)
             await asyncio.sleep(self.options.retry_later)
@@ -703,15 +699,21 @@ class Engine:
 
         A day runs from local midnight by the engine's clock. Counted: every committed intent
         of the day, less those the API proved created nothing (refused, rate limited, an
-        outage answer) while this process ran.
+        outage answer), by every host sharing the ledger.
         """
+        budget = self._budget_of(rule_name)
+        if budget is None:
+            return None
+        return max(budget.limit - self.ledger.spent_since(budget.since, budget.rule), 0)
+
+    def _budget_of(self, rule_name: str | None) -> Budget | None:
         rule = self.rules.get(rule_name or "")
         if rule is None or rule.daily_budget is None:
             return None
-        start = day_start(self._clock())
-        used = self.ledger.submissions_since(start, rule.name)
-        used -= self._refunds.get((rule.name, start), 0)
-        return max(rule.daily_budget - used, 0)
+        return Budget(rule.name, day_start(self._clock()), rule.daily_budget)
+
+    def _budget(self, job: Job) -> Budget | None:
+        return self._budget_of(job.rule)
 
     def recheck_budgets(self) -> int:
         """Start the waiting jobs today's budgets have room for, oldest first; return how many.
@@ -770,14 +772,6 @@ class Engine:
                  rule=rule.name, budget=rule.daily_budget)
         self._note_sources(job, self._waiting_text)
         self._arm_budget_timer()
-
-    def _refund(self, job: Job, intent_at: float) -> None:
-        # The API proved this intent created nothing: it does not count against the budget.
-        today = day_start(self._clock())
-        for key in [k for k in self._refunds if k[1] < today]:
-            del self._refunds[key]
-        key = (job.rule or "", day_start(intent_at))
-        self._refunds[key] = self._refunds.get(key, 0) + 1
 
     def _arm_budget_timer(self) -> None:
         if self.stopping or (self._budget_timer is not None and not self._budget_timer.done()):
@@ -878,11 +872,13 @@ class Engine:
     # State helpers ---------------------------------------------------------------------------
 
     def _move(self, job: Job, src: JobState, dst: JobState, detail: str, *,
-              count_attempt: bool = False, **fields: Any) -> Job:
+              count_attempt: bool = False, budget: Budget | None = None,
+              **fields: Any) -> Job:
         # A job this host claimed moves only while the claim is still ours (LeaseLost if not).
         holder = self.host if self.host is not None and job.id in self._claimed else None
         moved = self.ledger.transition(job.id, src, dst, detail=detail,
-                                       count_attempt=count_attempt, holder=holder, **fields)
+                                       count_attempt=count_attempt, holder=holder,
+                                       budget=budget, **fields)
         if dst in FINAL:
             self._submitted_at.pop(job.id, None)
             self._claimed.discard(job.id)

@@ -129,6 +129,21 @@ class LeaseLost(StaleTransition):
     """The caller no longer holds the job's claim: another host took it over. Leave the job."""
 
 
+class BudgetSpent(RuntimeError):
+    """A submit intent was refused because the rule's budget since the given time is used up;
+    nothing was committed."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A cap checked inside the transaction that commits a submit intent: at most `limit`
+    paid submissions (see `LedgerBase.spent_since`) of `rule` since `since`."""
+
+    rule: str
+    since: float
+    limit: int
+
+
 class LedgerUnavailable(RuntimeError):
     """The ledger's database cannot be reached (and did not come back in time)."""
 
@@ -320,6 +335,7 @@ class LedgerBase:
         detail: str | None = None,
         count_attempt: bool = False,
         holder: str | None = None,
+        budget: Budget | None = None,
         **fields: Any,
     ) -> Job:
         """Move a job from src to dst, setting fields, in one committed transaction.
@@ -328,7 +344,10 @@ class LedgerBase:
         the job is no longer in src. `count_attempt` adds one to the paid-POST counter, in the
         same commit as the intent, so the counter can never lag behind the wire. With
         `holder`, the move commits only while that host holds the job's claim (LeaseLost
-        otherwise). Reaching a final state ends the job's claim in the same commit.
+        otherwise). Reaching a final state ends the job's claim in the same commit. With
+        `budget`, the move commits only while the rule's paid submissions since `since` are
+        fewer than `limit`, counted under a lock that every host's budgeted moves take, so
+        several hosts sharing a ledger never overspend (BudgetSpent otherwise).
         """
         check_transition(src, dst)
         unknown = set(fields) - _JOB_FIELDS
@@ -346,6 +365,10 @@ class LedgerBase:
             sets.append("generation = generation + 1")
 
         def work() -> None:
+            if budget is not None:
+                self._lock_budget(budget.rule)
+                if self.spent_since(budget.since, budget.rule) >= budget.limit:
+                    raise BudgetSpent(f"the budget of rule {budget.rule!r} is spent")
             if holder is not None:
                 held = self._rows(f"SELECT host FROM leases WHERE job_id = ?{self._LOCK}",
                                   [job_id])
@@ -437,6 +460,36 @@ class LedgerBase:
             sql += " AND job_id IN (SELECT id FROM jobs WHERE rule = ?)"
             params.append(rule)
         return int(self._rows(sql, params)[0]["n"])
+
+    def spent_since(self, since: float, rule: str | None = None) -> int:
+        """Submissions that may have cost money, of intents committed at or after `since`.
+
+        Every intent counts, less those the API proved created nothing: the job then left
+        SUBMITTING for PENDING (rate limited, an outage answer, a refused key) or for FAILED
+        (the request was refused). Kept in the ledger, so a restart forgets no such refund.
+        """
+        sub, pending, failed = (str(st) for st in (JobState.SUBMITTING, JobState.PENDING,
+                                                   JobState.FAILED))
+        of_rule = " AND {e}job_id IN (SELECT id FROM jobs WHERE rule = ?)" if rule else ""
+        sql = (
+            "SELECT"
+            " (SELECT COUNT(*) FROM job_events"
+            "   WHERE to_state = ? AND from_state <> to_state AND at >= ?" + of_rule.format(e="")
+            + ") -"
+            " (SELECT COUNT(*) FROM job_events e"
+            "   WHERE e.from_state = ? AND e.to_state IN (?, ?) AND e.at >= ?"
+            + of_rule.format(e="e.") +
+            "   AND EXISTS (SELECT 1 FROM job_events i WHERE i.job_id = e.job_id"
+            "     AND i.to_state = ? AND i.from_state <> i.to_state AND i.at >= ?"
+            "     AND i.id < e.id)) AS n"
+        )
+        by_rule = [rule] if rule else []
+        params = [sub, since, *by_rule, sub, pending, failed, since, *by_rule, sub, since]
+        return int(self._rows(sql, params)[0]["n"])
+
+    def _lock_budget(self, rule: str) -> None:
+        """Serialise budgeted intents of one rule until the transaction ends. SQLite's
+        BEGIN IMMEDIATE already holds the whole file's write lock."""
 
     def done_since(self, since: float, rule: str | None = None) -> int:
         """Jobs that reached DONE at or after `since` (images delivered, for status lines)."""

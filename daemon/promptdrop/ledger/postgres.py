@@ -167,6 +167,11 @@ class PostgresLedger(LedgerBase):
             return int(self._execute(sql, params).rowcount)
         return self._retrying(lambda: int(self._execute(sql, params).rowcount))
 
+    def _lock_budget(self, rule: str) -> None:
+        # Held until the transaction ends: every host's budgeted intents of one rule queue here.
+        self._rows("SELECT pg_advisory_xact_lock(hashtext(?)) AS locked",
+                   [f"promptdrop-budget:{rule}"])
+
     def _atomic(self, work: Callable[[], None], committed: Callable[[], bool] | None = None
                 ) -> None:
         tries = 0
