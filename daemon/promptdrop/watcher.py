@@ -6,9 +6,10 @@ copy" (`conflict`), or "the whole folder went away / came back" (`root_unavailab
 `root_available`). The engine decides what that means.
 
 How it works:
-- One watchdog observer per root: inotify, or polling on network and FUSE file systems (see
-  fstypes.py), or when inotify cannot be used. Observer threads only append raw events to a list;
-  the asyncio loop drains it.
+- One watchdog inotify observer per root; on network and FUSE file systems (see fstypes.py), or
+  when inotify cannot be used, no observer: the root is rescanned every poll interval instead
+  (a scan stats only prompt files). Observer threads only append raw events to a list; the
+  asyncio loop drains it.
 - Settling is one timer heap for all files, not one task per file. A path is stat'ed in batches
   (in a worker thread, because a stat on a network share can block); it is emitted once its size,
   mtime and inode have stayed the same for the root's settle time with no new event in between.
@@ -59,7 +60,6 @@ from watchdog.events import (
     FileSystemMovedEvent,
 )
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
 
 from promptdrop.fstypes import PollMode, should_poll
 from promptdrop.spec import PROMPT_SUFFIX
@@ -74,6 +74,9 @@ MASS_DELETE_MIN = 10
 
 # Files found by a scan that are older than the settle time need only this second look.
 _QUICK_RECHECK = 0.1
+# A file whose settle timer ran out with no event, but whose last stat was older than its last
+# event, needs only this second look: long enough for an event already on its way to arrive.
+_QUIET_RECHECK = 0.05
 # Timers due this close together are checked in one batch.
 _SLACK = 0.02
 _OVERFLOW_WARN_EVERY = 60.0
@@ -355,6 +358,8 @@ class _Pending:
     initial: bool = False
     gen: int = 0  # bumped by every event, so a stat taken meanwhile is not trusted
     heap_at: float | None = None
+    sig_gen: int = -1  # `gen` when `sig` was taken; older than `gen`: taken before an event
+    event_at: float = 0.0  # monotonic time of the last event
 
 
 class Watcher:
@@ -464,8 +469,9 @@ class Watcher:
 
     # --- observers -----------------------------------------------------------------------
 
-    def _make_observer(self, state: _Root) -> tuple[BaseObserver, str | None]:
-        """Runs in a thread: the inotify observer or, when it cannot be used, a polling one."""
+    def _make_observer(self, state: _Root) -> tuple[BaseObserver | None, str | None]:
+        """Runs in a thread: the inotify observer, or None for a polled root (or when inotify
+        cannot be used), which the supervisor rescans every poll interval instead."""
         warning = None
         handler = _Handler(lambda event: self._push_raw(state, event))
         if not state.polling:
@@ -491,12 +497,10 @@ class Watcher:
                     "slower."
                 )
                 state.polling = True
-        observer = PollingObserver(timeout=state.root.poll_interval)
-        observer.schedule(
-            handler, state.real, recursive=state.root.recursive, event_filter=_EVENT_FILTER
-        )
-        observer.start()
-        return observer, warning
+        # No watchdog PollingObserver: it stats every file in the tree (images included) and
+        # keeps two snapshots of it; the delta scan stats only prompt files and keeps nothing
+        # but their signatures, which the watcher holds anyway.
+        return None, warning
 
     async def _start_observer(self, state: _Root) -> None:
         state.identity = await asyncio.to_thread(_identity, state.base)
@@ -506,7 +510,8 @@ class Watcher:
             self._set_unavailable(state, exc.strerror or str(exc))
             return
         if self._stopping:
-            await asyncio.to_thread(_stop_observer, observer)
+            if observer is not None:
+                await asyncio.to_thread(_stop_observer, observer)
             return
         state.observer = observer
         if warning:
@@ -561,9 +566,17 @@ class Watcher:
                 self._touch(state, path)
 
     def _is_candidate(self, state: _Root, path: str) -> bool:
-        if not state.root.recursive and os.path.dirname(path) != state.base:
+        # is_candidate(path, base) on strings: called for every file of every scan, where
+        # building Path objects took a noticeable share of a 10,000-file start.
+        prefix = state.base.rstrip(os.sep) + os.sep
+        if not path.startswith(prefix):
             return False
-        return is_candidate(path, state.base)
+        parts = path[len(prefix) :].split(os.sep)
+        if not state.root.recursive and len(parts) != 1:
+            return False
+        if any(part.startswith(".") for part in parts[:-1]):
+            return False
+        return _is_candidate_name(parts[-1])
 
     def _touch_under(self, state: _Root, folder: str) -> None:
         prefix = folder + os.sep
@@ -579,12 +592,13 @@ class Watcher:
         if entry is None:
             # First sight: take the baseline stat at once, so a file dropped in one go
             # settles after one settle time, not two.
-            entry = _Pending(state, path, sig=None, due=now, force=True)
+            entry = _Pending(state, path, sig=None, due=now, force=True, event_at=now)
             self._pending[path] = entry
         else:
             entry.gen += 1
             entry.force = True
             entry.due = now + state.root.settle
+            entry.event_at = now
         self._schedule(entry)
 
     def _schedule(self, entry: _Pending) -> None:
@@ -642,7 +656,7 @@ class Watcher:
             self._drop(entry)
             return
         if entry.gen != gen:  # an event came while we looked: its timer stands
-            entry.sig = sig
+            entry.sig, entry.sig_gen = sig, gen
             return
         settle = state.root.settle
         if sig == _MISSING:
@@ -658,7 +672,14 @@ class Watcher:
                 self._request_scan(state, "delta")
             return
         if sig != entry.sig:
-            entry.sig, entry.due = sig, now + settle
+            # With inotify, a timer that ran out means no event for a whole settle time. If the
+            # stat we compare with was taken before the last event (a file written in one go
+            # right after it was created), the difference is that write, not a new one: a short
+            # second look confirms the file is still, instead of a second settle time.
+            quiet = (not state.polling and entry.sig_gen != gen
+                     and now - entry.event_at >= settle)
+            entry.sig, entry.sig_gen = sig, gen
+            entry.due = now + (min(_QUIET_RECHECK, settle) if quiet else settle)
             self._schedule(entry)
             self._resolve_initial(entry)  # still changing: it will come, but not hold up `ready`
             return
@@ -788,6 +809,7 @@ class Watcher:
                     sig=sig,
                     due=now + (min(_QUICK_RECHECK, settle) if old else settle),
                     force=force,
+                    sig_gen=0,
                 )
                 self._pending[path] = entry
                 self._schedule(entry)
@@ -864,7 +886,7 @@ class Watcher:
                 state.next_probe = now + state.root.poll_interval
                 await self._probe_return(state)
             return
-        dead = state.observer is None or _observer_dead(state.observer)
+        dead = not state.polling and (state.observer is None or _observer_dead(state.observer))
         if dead or now >= state.next_probe:
             state.next_probe = now + state.root.poll_interval
             problem = await asyncio.to_thread(_root_problem, state.base)
@@ -879,6 +901,8 @@ class Watcher:
                 # Replaced or remounted: the old watches point at a folder that is gone.
                 await self._restart(state)
                 return
+            if state.polling:
+                self._request_scan(state, "delta")
         if now >= state.next_reconcile:
             state.next_reconcile = now + state.root.reconcile_interval
             self._request_scan(state, "delta")
