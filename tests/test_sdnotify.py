@@ -230,6 +230,22 @@ def test_an_abstract_socket_name_gets_a_leading_nul_byte() -> None:
     assert socket_address("vsock:2:1234") is None
 
 
+def test_a_manager_that_stops_reading_never_blocks_the_daemon(tmp_path: Path) -> None:
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(path))  # bound, never read: its queue fills up
+        notifier = Notifier({"NOTIFY_SOCKET": str(path)})
+        started = time.monotonic()
+        sent = [notifier.send(f"STATUS=message {i}") for i in range(500)]
+        elapsed = time.monotonic() - started
+        notifier.close()
+        assert sent[0] is True
+        assert sent[-1] is False  # dropped, not waited for
+        assert elapsed < 5.0  # a blocking send would hang here forever
+        listener.setblocking(False)
+        assert listener.recv(4096) == b"STATUS=message 0"
+
+
 def test_the_watchdog_is_pinged_at_half_its_period_and_only_by_its_own_process() -> None:
     assert watchdog_interval({"WATCHDOG_USEC": "30000000"}) == 15.0
     assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}, pid=2) is None

@@ -79,13 +79,16 @@ class Notifier:
         """Send one datagram made of `lines` ("READY=1", "STATUS=…"); True if it was sent.
 
         A failure is logged once and otherwise ignored: the daemon's work never depends on it.
+        The socket never blocks: when the manager stops reading and its queue is full, the
+        message is dropped rather than the daemon's loop frozen.
         """
         if self.address is None or not lines:
             return False
         payload = "\n".join(line.replace("\n", " ") for line in lines).encode()
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                self._sock = socket.socket(
+                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
             self._sock.sendto(payload, self.address)
         except OSError as exc:
             if not self._warned:
