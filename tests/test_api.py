@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -624,6 +625,37 @@ def test_account_groups_have_the_documented_limits() -> None:
     assert (svip.submit_per_s, svip.query_burst_10s) == (33.3, 5000)
     with pytest.raises(ValueError):
         RateLimits.for_group("gold")
+
+
+def test_a_submit_rate_replaces_the_groups_submit_limits_and_keeps_its_query_limits() -> None:
+    mine = RateLimits.for_group("svip").with_submit_rate(50)
+    assert (mine.submit_per_s, mine.submit_burst_10s) == (50, 500)
+    assert (mine.query_per_s, mine.query_burst_10s) == (500.0, 5000)
+    slow = RateLimits.for_group("default").with_submit_rate(0.5)
+    assert (slow.submit_per_s, slow.submit_burst_10s) == (1, 5)  # never 2 in a second
+    assert RateLimits.unlimited().with_submit_rate(3).enabled
+    for bad in (0, 0.05, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"at least 0\.1 per second"):
+            RateLimits.for_group("vip").with_submit_rate(bad)
+
+
+def test_a_submit_rate_holds_submissions_to_it_over_the_wire() -> None:
+    limits = replace(RateLimits.for_group("default").with_submit_rate(8), slack_s=0.0)
+    assert limits.sustained_submit_rate == 8
+    emulator = Emulator(EmulatorConfig(api_key=CANARY, latency=0.0, rate_limits=None)).start()
+    try:
+        async def run() -> float:
+            async with client_for(emulator, rate_limits=limits) as client:
+                started = time.monotonic()
+                await asyncio.gather(*(client.submit(model=MODEL, prompt=f"p{i}", size="1:1")
+                                       for i in range(10)))
+                return time.monotonic() - started
+
+        # 8 in the first second, the 9th and 10th one second after the first.
+        assert asyncio.run(run()) >= 0.95
+        assert len(emulator.stats()["submissions"]) == 10
+    finally:
+        emulator.stop()
 
 
 # --- the key stays home -------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -15,12 +16,14 @@ from PIL import Image
 
 from harness import CANARY
 from promptdrop.admin import retry
+from promptdrop.api import ToApisClient
 from promptdrop.emulator import Emulator, Faults
-from promptdrop.engine import EngineOptions
+from promptdrop.engine import Engine, EngineOptions
 from promptdrop.ledger import LEDGER_NAME, JobState, Ledger
 from promptdrop.outputs import note_path, read_provenance
-from promptdrop.service import WatchOptions, run
-from promptdrop.spec import rules_for_folders
+from promptdrop.ratelimit import RateLimits
+from promptdrop.service import WatchOptions, engine_options, rate_limits, run
+from promptdrop.spec import RulesFile, rules_for_folders
 
 FAST = EngineOptions(poll_first=0.05, poll_interval=0.05, retry_later=0.2, pause_first=0.3,
                      pause_cap=0.6)
@@ -192,3 +195,120 @@ def test_demo_command_makes_the_example_images(tmp_path: Path) -> None:
         with Image.open(image) as img:
             img.load()
     assert "paid submissions" in proc.stdout
+
+
+# --- poll timing and submit rate from the rules file ----------------------------------------
+
+
+def _rules_with_api(folder: Path, **api: object) -> RulesFile:
+    rules = rules_for_folders([folder])
+    return rules.model_copy(update={"api": rules.api.model_copy(update=api)})
+
+
+def test_the_rules_files_poll_timing_applies_unless_the_caller_sets_its_own(
+        tmp_path: Path) -> None:
+    rules = _rules_with_api(tmp_path, poll_first=0.3, poll_interval=7.0)
+
+    def chosen(engine: EngineOptions) -> tuple[float | None, float | None]:
+        got = engine_options(WatchOptions(rules=rules, state_dir=tmp_path, api_key=CANARY,
+                                          engine=engine))
+        return got.poll_first, got.poll_interval
+
+    # What `watch` passes when --poll-interval is not given: the rules file decides.
+    assert chosen(EngineOptions()) == (0.3, 7.0)
+    # Given on the command line, even at the usual 5 s, it wins.
+    assert chosen(EngineOptions(poll_first=5.0, poll_interval=5.0)) == (5.0, 5.0)
+    assert chosen(EngineOptions(poll_first=1.0, poll_interval=1.0)) == (1.0, 1.0)
+    assert chosen(FAST) == (0.05, 0.05)
+
+
+def test_a_submit_rate_in_the_rules_file_sets_the_clients_submit_limit(tmp_path: Path) -> None:
+    group = RateLimits.for_group("vip")
+    assert rate_limits(_rules_with_api(tmp_path, account_group="vip").api) == group
+    mine = rate_limits(_rules_with_api(tmp_path, account_group="vip", submit_rate=2.5).api)
+    assert (mine.submit_per_s, mine.submit_burst_10s) == (2.5, 25)
+    assert (mine.query_per_s, mine.query_burst_10s) == (group.query_per_s, group.query_burst_10s)
+
+
+def test_a_short_poll_first_in_the_rules_file_delivers_a_quick_image_quickly(
+        tmp_path: Path, emulator: Emulator) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "quick.prompt.toml").write_text('prompt = "a quick one"\n')
+    opts = WatchOptions(rules=_rules_with_api(folder, poll_first=0.1, poll_interval=0.1),
+                        state_dir=tmp_path / "state", api_key=CANARY,
+                        base_url=emulator.base_url, once=True)
+    started = time.monotonic()
+    assert asyncio.run(run(opts)) == 0
+    # The docs' default (5 s before the first poll) would take longer than this.
+    assert time.monotonic() - started < 4.0
+    assert (folder / "quick.png").exists()
+
+
+def test_the_first_poll_is_spread_by_at_most_five_percent_and_later_ones_by_twenty(
+        tmp_path: Path) -> None:
+    random.seed(7)
+
+    async def waits() -> tuple[list[float], list[float], float]:
+        with Ledger(tmp_path / LEDGER_NAME) as ledger:
+            async with ToApisClient(CANARY, "http://127.0.0.1:9") as client:
+                engine = Engine(ledger, client, [], EngineOptions(poll_first=2.0,
+                                                                  poll_interval=10.0))
+                firsts, laters = [], []
+                for job_id in range(500):
+                    engine._fresh.add(job_id)
+                    firsts.append(engine._poll_wait(job_id))
+                    laters.append(engine._poll_wait(job_id))
+                engine._polled.clear()
+                resumed = engine._poll_wait(1)  # not submitted by this process: at once
+                return firsts, laters, resumed
+
+    firsts, laters, resumed = asyncio.run(waits())
+    assert all(2.0 <= w <= 2.1 for w in firsts)
+    assert all(10.0 <= w <= 12.0 for w in laters)
+    assert max(laters) > 11.0  # later polls still spread out
+    assert resumed == 0.0
+
+
+def test_taking_up_a_prompt_file_records_it_and_all_its_jobs_in_one_go(tmp_path: Path) -> None:
+    with Ledger(tmp_path / LEDGER_NAME) as ledger:
+        request = {"prompt": "three", "references": []}
+        jobs = ledger.take_up(tmp_path / "three.prompt.toml", rule="r", content_sha256="c1",
+                              request_hash="h" * 64, image_count=3, request=request)
+        assert [(j.image_index, j.state) for j in jobs] == [
+            (1, JobState.PENDING), (2, JobState.PENDING), (3, JobState.PENDING)]
+        source = ledger.get_source(tmp_path / "three.prompt.toml")
+        assert source is not None and (source.status, source.image_count) == ("active", 3)
+        ledger.transition(jobs[0].id, JobState.PENDING, JobState.SUBMITTING)
+        # Again, with fewer images: the same jobs, unchanged, and no new ones.
+        again = ledger.take_up(tmp_path / "three.prompt.toml", rule="r", content_sha256="c2",
+                               request_hash="h" * 64, image_count=2, request=request)
+        assert [(j.id, j.state) for j in again] == [
+            (jobs[0].id, JobState.SUBMITTING), (jobs[1].id, JobState.PENDING)]
+        assert len(ledger.jobs()) == 3
+
+
+def test_a_prompt_file_is_settled_only_when_each_image_is_done_and_written_for_it(
+        tmp_path: Path) -> None:
+    source = tmp_path / "two.prompt.toml"
+    with Ledger(tmp_path / LEDGER_NAME) as ledger:
+        jobs = ledger.take_up(source, rule="r", content_sha256="c1", request_hash="h" * 64,
+                              image_count=2, request={"prompt": "two", "references": []})
+        assert not ledger.is_settled(source, "c1")
+        for job in jobs:
+            for src, dst in ((JobState.PENDING, JobState.SUBMITTING),
+                             (JobState.SUBMITTING, JobState.RUNNING),
+                             (JobState.RUNNING, JobState.DOWNLOADING),
+                             (JobState.DOWNLOADING, JobState.DONE)):
+                job = ledger.transition(job.id, src, dst)
+            if job.image_index == 1:
+                ledger.record_output(tmp_path / "two-1.png", job=job, source_path=source,
+                                     sha256="s1", fmt="png")
+        assert not ledger.is_settled(source, "c1")  # image 2 was never written for it
+        ledger.record_output(tmp_path / "two-2.png", job=ledger.get_job(jobs[1].id),
+                             source_path=source, sha256="s2", fmt="png")
+        assert ledger.is_settled(source, "c1")
+        assert not ledger.is_settled(source, "c2")  # other bytes: read it again
+        assert not ledger.is_settled(tmp_path / "copy.prompt.toml", "c1")
+        ledger.set_source_status(source, "retry")
+        assert not ledger.is_settled(source, "c1")

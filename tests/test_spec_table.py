@@ -487,6 +487,20 @@ RULES_CASES = [
                  "account_group 'gold' is not one of default, vip, svip", id="bad_group"),
     pytest.param('[api]\nbase_url = "toapis.com"\n[[rules]]\nname = "a"\npath = "d"\n',
                  "base_url must be a web address", id="base_url_without_scheme"),
+    pytest.param('[api]\npoll_first = 0\n[[rules]]\nname = "a"\npath = "d"\n',
+                 "poll_first must be a number of seconds greater than 0 and at most 600",
+                 id="zero_poll_first"),
+    pytest.param('[api]\npoll_interval = 601\n[[rules]]\nname = "a"\npath = "d"\n',
+                 "poll_interval must be a number of seconds greater than 0 (at most 600 under "
+                 "[api])", id="api_poll_interval_too_long"),
+    pytest.param('[api]\nsubmit_rate = 0\n[[rules]]\nname = "a"\npath = "d"\n',
+                 "submit_rate must be a number of requests per second from 0.1 to 1000",
+                 id="zero_submit_rate"),
+    pytest.param('[api]\nsubmit_rate = 5000\n[[rules]]\nname = "a"\npath = "d"\n',
+                 "submit_rate must be a number of requests per second from 0.1 to 1000",
+                 id="submit_rate_too_high"),
+    pytest.param('[api]\nsubmit_rate = "50"\n[[rules]]\nname = "a"\npath = "d"\n',
+                 "submit_rate must be a number of requests per second", id="quoted_submit_rate"),
     pytest.param('[[rules]]\nname = "a"\npath = "d"\nsetle = 2\n',
                  "unknown key 'setle': did you mean 'settle'?", id="unknown_rule_key"),
     pytest.param('apii = 1\n[[rules]]\nname = "a"\npath = "d"\n',
@@ -529,6 +543,18 @@ def test_rules_table(text: str, error: str | None, tmp_path: Path) -> None:
         read_rules(path)
     assert error in str(info.value)
     assert info.value.not_ready is False
+
+
+def test_api_poll_timing_and_submit_rate_are_read_with_the_docs_defaults(
+        tmp_path: Path) -> None:
+    path = tmp_path / "r.toml"
+    path.write_text('[[rules]]\nname = "a"\npath = "d"\n')
+    plain = read_rules(path).api
+    assert (plain.poll_first, plain.poll_interval, plain.submit_rate) == (5.0, 5.0, None)
+    path.write_text('[api]\npoll_first = 1.5\npoll_interval = 8\nsubmit_rate = 12.5\n'
+                    '[[rules]]\nname = "a"\npath = "d"\n')
+    api = read_rules(path).api
+    assert (api.poll_first, api.poll_interval, api.submit_rate) == (1.5, 8.0, 12.5)
 
 
 def test_rules_problems_name_the_line_of_the_key_in_the_right_rule(tmp_path: Path) -> None:

@@ -793,7 +793,9 @@ class ToApisClient:
                                     f"{MAX_DOWNLOAD_BYTES // (1024 * 1024)} MB; refused.", 200)
         payload = b"".join(chunks)
         try:
-            info = imaging.inspect(payload)
+            # In a worker thread: checking a large image takes milliseconds of CPU, which on
+            # the event loop would hold up every other job's requests.
+            info = await asyncio.to_thread(imaging.inspect, payload)
         except imaging.ImageError as exc:
             return _Failed(Fault.LOST, f"not a complete image: {exc}", 200, broken_result=True)
         return Downloaded(data=payload, format=info.format)

@@ -231,8 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "0 when all succeeded, 1 when some failed")
     state_dir_option(p)
     p.add_argument("--api-key-file", metavar="FILE", help="read the API key from this file")
-    p.add_argument("--poll-interval", type=float, default=5.0, metavar="SECONDS",
-                   help="how often running tasks are polled (default 5, as the API advises)")
+    p.add_argument("--poll-interval", type=float, default=None, metavar="SECONDS",
+                   help="how often running tasks are polled, first poll included (default: the "
+                   "rules file's [api] poll_first and poll_interval, 5 s as the API advises)")
     p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto",
                    help="auto: readable on a terminal, JSON lines otherwise")
     p.add_argument("--metrics", metavar="HOST:PORT",

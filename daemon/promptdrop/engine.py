@@ -56,6 +56,9 @@ from promptdrop.spec import RuleConfig, SpecError, read_prompt_file
 S = JobState
 log = structlog.get_logger("promptdrop.engine")
 
+# Seconds before the first and between later polls when neither the caller nor a rules file
+# says (the docs' advice).
+DEFAULT_POLL = 5.0
 # Output names an image of this job could take, whatever format the API returns.
 _OUTPUT_FORMATS = ("png", "jpeg", "webp")
 # The error of a waiting job whose prompt file went away; the job is taken up again if the
@@ -66,9 +69,13 @@ _ORPHANED = ("its prompt file was deleted or changed before its turn came in the
 
 @dataclass(frozen=True)
 class EngineOptions:
-    poll_first: float = 5.0  # the docs: first poll about 5 s after submitting
-    poll_interval: float = 5.0  # then every 5-10 s, with jitter
-    poll_jitter: float = 0.2  # a fraction of the interval
+    # None: the rules file's [api] poll_first / poll_interval (the service fills them in), or
+    # the docs' advice when there is no rules file: first poll about 5 s after submitting...
+    poll_first: float | None = None
+    poll_interval: float | None = None  # ...then every 5-10 s, with jitter
+    poll_jitter: float = 0.2  # a fraction of the interval, so many jobs spread out
+    # The first poll is spread much less: a short task must not wait a fifth longer.
+    poll_first_jitter: float = 0.05
     retry_later: float = 30.0  # a job the API could not take now (outage, rate limit) waits this
     pause_first: float = 60.0  # a refused key or empty quota: first wait before trying again
     pause_cap: float = 900.0
@@ -167,6 +174,10 @@ class Engine:
         except OSError:
             data = None  # vanished, or not a regular file: the spec check says which
         content_sha = hashlib.sha256(data).hexdigest() if data is not None else None
+        if content_sha is not None and self.ledger.is_settled(path, content_sha):
+            # Touched, re-synced or rescanned (every start) with the same bytes, and each image
+            # is made and written for it: what the checks below conclude, in one query.
+            return
         prev = self.ledger.get_source(path)
         if (prev is not None and content_sha is not None and prev.content_sha256 == content_sha
                 and prev.status in ("active", "invalid")):
@@ -211,13 +222,16 @@ class Engine:
             outputs.write_note(path, message)
             bound.warning("output name taken by a foreign file", file=str(foreign))
             return
-        self.ledger.put_source(path, rule=rule.name, status="active", content_sha256=content_sha,
-                               request_hash=h, image_count=request.count)
+        # The source and its jobs in one commit: a crash can never leave it recorded as
+        # taken up without the jobs that make its images.
+        jobs = self.ledger.take_up(path, rule=rule.name, content_sha256=content_sha,
+                                   request_hash=h, image_count=request.count,
+                                   request=request.canonical())
         self._drop_orphans(prev, h)
         bound.info("prompt file taken up", request=h[:12], images=request.count)
-        for index in range(1, request.count + 1):
-            job = self.ledger.ensure_job(h, index, request.canonical(), rule.name)
-            await self._consider(job, path, rule)
+        for i, job in enumerate(jobs):
+            # Read again after the first: considering one job may await (a copy, a download).
+            await self._consider(job if i == 0 else self.ledger.get_job(job.id), path, rule)
 
     def handle_deleted(self, path: Path) -> None:
         """A prompt file went away: its running tasks finish, but nothing is written for it.
@@ -522,18 +536,26 @@ class Engine:
         self.ledger.record_upload(ref["sha256"], up.url, up.id, up.raw)
         return up.url
 
-    async def _poll(self, job: Job) -> None:
-        # First poll a little after submitting (per the docs); a task resumed after a restart
-        # is polled at once; then every interval, with jitter so many jobs spread out.
-        if job.id in self._fresh:
-            self._fresh.discard(job.id)
-            wait = self.options.poll_first
-        elif job.id not in self._polled:
-            wait = 0.0
+    def _poll_wait(self, job_id: int) -> float:
+        """Seconds to wait before this job's next poll, counting it as polled.
+
+        Just submitted: poll_first, stretched by at most poll_first_jitter (5%), so a short
+        task is not held much past it. Resumed after a restart: at once. Later polls:
+        poll_interval, stretched by up to poll_jitter (20%), so many jobs spread out.
+        """
+        opts = self.options
+        if job_id in self._fresh:
+            self._fresh.discard(job_id)
+            base, jitter = opts.poll_first, opts.poll_first_jitter
+        elif job_id not in self._polled:
+            base, jitter = 0.0, 0.0
         else:
-            wait = self.options.poll_interval
-        self._polled.add(job.id)
-        await asyncio.sleep(wait * (1 + random.uniform(0, self.options.poll_jitter)))
+            base, jitter = opts.poll_interval, opts.poll_jitter
+        self._polled.add(job_id)
+        return (DEFAULT_POLL if base is None else base) * (1 + random.uniform(0, jitter))
+
+    async def _poll(self, job: Job) -> None:
+        await asyncio.sleep(self._poll_wait(job.id))
         assert job.task_id is not None
         bound = log.bind(job=job.id, task=job.task_id)
         try:

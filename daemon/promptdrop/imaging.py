@@ -22,6 +22,10 @@ EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "gif": ".gif"}
 MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
 
 
+# The end chunk every PNG closes with: no data, so always the same 12 bytes.
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
 class ImageError(ValueError):
     """The bytes are not a complete image of a known format."""
 
@@ -50,9 +54,15 @@ def sniff(data: bytes) -> str | None:
 
 
 def inspect(data: bytes) -> ImageInfo:
-    """Decode the whole image and return its format and size; raise ImageError if it fails.
+    """Check that the bytes are a whole image and return its format and size; raise ImageError
+    if they are not.
 
-    A truncated file, or one whose signature lies about its content, fails here.
+    A truncated file, or one whose signature lies about its content, fails here. A PNG is
+    checked by its structure (every chunk present, every chunk's CRC right, through the end
+    chunk) rather than decoded, which is several times faster and refuses the same truncated
+    or damaged downloads; JPEG, WebP and GIF are decoded whole, since their structure alone
+    says little. CPU-bound (milliseconds for a large image): from async code, call it in a
+    worker thread.
     """
     fmt = sniff(data)
     if fmt is None:
@@ -62,8 +72,17 @@ def inspect(data: bytes) -> ImageInfo:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 size = img.size
-                img.load()
+                if (img.format or "").lower() != fmt:
+                    raise ImageError(f"the {fmt.upper()} signature does not match its content")
+                if fmt == "png":
+                    img.verify()  # stops at the end chunk without reading its checksum
+                    if _PNG_END not in data:
+                        raise ImageError("the PNG data is truncated (its end chunk is cut off)")
+                else:
+                    img.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
             Image.DecompressionBombError) as exc:
+        if isinstance(exc, ImageError):
+            raise
         raise ImageError(f"the {fmt.upper()} data does not decode ({exc})") from None
     return ImageInfo(format=fmt, width=size[0], height=size[1])

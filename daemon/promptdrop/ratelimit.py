@@ -19,7 +19,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # Waits shorter than this are scheduling noise, not worth an event.
 RATE_WAIT_EVENT_THRESHOLD = 0.005
@@ -67,6 +67,28 @@ class RateLimits:
         except KeyError:
             known = ", ".join(sorted(RATE_GROUPS))
             raise ValueError(f"unknown account group {group!r} (known: {known})") from None
+
+    def with_submit_rate(self, per_s: float) -> RateLimits:
+        """These limits with the submit bucket set to `per_s` submissions per second.
+
+        The burst allowance follows the rate (ten seconds' worth, as in every documented
+        group); the query bucket is unchanged. A rate under 1 per second is kept by the
+        10-second window alone (0.5 -> at most 5 in any 10 s, and never 2 in one second).
+        """
+        if not (isinstance(per_s, int | float) and not isinstance(per_s, bool)
+                and math.isfinite(per_s) and per_s >= 0.1):
+            raise ValueError("the submit rate must be a number of at least 0.1 per second")
+        return replace(self, submit_per_s=max(1.0, per_s),
+                       submit_burst_10s=max(1, math.floor(per_s * 10 + 1e-9)), enabled=True)
+
+    @property
+    def sustained_submit_rate(self) -> float | None:
+        """Submissions per second this client keeps to over a long batch (the slack included);
+        None when limiting is off."""
+        if not self.enabled:
+            return None
+        return min(math.floor(self.submit_per_s) / (1 + self.slack_s),
+                   self.submit_burst_10s / (10 + self.slack_s))
 
 
 RATE_GROUPS: dict[str, RateLimits] = {

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import structlog
@@ -28,8 +28,9 @@ from promptdrop.ledger import (
     open_ledger,
 )
 from promptdrop.outputs import cleanup_temps
+from promptdrop.ratelimit import RateLimits
 from promptdrop.sdnotify import Notifier
-from promptdrop.spec import RuleConfig, RulesFile, SpecError
+from promptdrop.spec import ApiSettings, RuleConfig, RulesFile, SpecError
 from promptdrop.watcher import FileEvent, Watcher, WatchRoot, is_candidate, is_conflict_copy
 
 log = structlog.get_logger("promptdrop.service")
@@ -153,10 +154,11 @@ async def run(opts: WatchOptions) -> int:
             removed = await asyncio.to_thread(_clean_temporaries, opts.rules.rules)
             if removed:
                 log.info("removed temporary files left by an earlier stop", count=removed)
-            group = opts.rules.api.account_group
-            async with ToApisClient(opts.api_key, opts.base_url, account_group=group,
-                                    timeout=opts.rules.api.timeout) as client:
-                engine = Engine(ledger, client, opts.rules.rules, opts.engine)
+            api = opts.rules.api
+            async with ToApisClient(opts.api_key, opts.base_url, account_group=api.account_group,
+                                    rate_limits=rate_limits(api),
+                                    timeout=api.timeout) as client:
+                engine = Engine(ledger, client, opts.rules.rules, engine_options(opts))
                 engine.host = host
                 metrics = None
                 if opts.metrics:
@@ -178,6 +180,24 @@ async def run(opts: WatchOptions) -> int:
                     ledger.release_all(host)
             ledger.close()
             notifier.close()
+
+
+def rate_limits(api: ApiSettings) -> RateLimits:
+    """The client-side limits: the account group's, with `submit_rate` when the rules set one."""
+    limits = RateLimits.for_group(api.account_group)
+    return limits if api.submit_rate is None else limits.with_submit_rate(api.submit_rate)
+
+
+def engine_options(opts: WatchOptions) -> EngineOptions:
+    """The engine's options, with the poll timing the caller (--poll-interval) set, else the
+    rules file's [api] poll_first / poll_interval."""
+    engine = opts.engine
+    api = opts.rules.api
+    return replace(
+        engine,
+        poll_first=api.poll_first if engine.poll_first is None else engine.poll_first,
+        poll_interval=api.poll_interval if engine.poll_interval is None else engine.poll_interval,
+    )
 
 
 def _clean_temporaries(rules: list[RuleConfig], older_than: float = 30.0) -> int:
@@ -392,6 +412,9 @@ async def _daemon(engine: Engine, opts: WatchOptions, notifier: Notifier | None 
                     old_roots = set(_roots(rules.rules))
                     rules = opts.rules = new
                     engine.update_rules(new.rules)
+                    # New poll timings apply from each task's next poll; a new submit_rate
+                    # needs a restart (the client's limiter holds its recent history).
+                    engine.options = engine_options(opts)
                     by_name.clear()
                     by_name.update((r.name, r) for r in new.rules)
                     if set(_roots(new.rules)) != old_roots:

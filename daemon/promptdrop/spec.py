@@ -205,6 +205,24 @@ class ApiSettings(BaseModel):
     timeout: float = Field(default=30.0, gt=0, le=600, description="Seconds one API request "
                            "may take before it counts as unanswered. A submission answered "
                            "later is treated as lost: ambiguous, never resent.")
+    poll_first: float = Field(default=5.0, gt=0, le=600, description="Seconds between "
+                              "submitting an image and first asking whether it is ready "
+                              "(default 5, as the API's documentation advises). Lower it when "
+                              "your images usually take less; each ask counts against the "
+                              "query rate limit, never against what you pay. The "
+                              "--poll-interval option of promptdrop watch overrides it.")
+    poll_interval: float = Field(default=5.0, gt=0, le=600, description="Seconds between later "
+                                 "asks while an image is not ready yet (default 5; the API "
+                                 "advises 5 to 10), with a little random spread so many images "
+                                 "do not ask at once. The --poll-interval option of promptdrop "
+                                 "watch overrides it.")
+    submit_rate: float | None = Field(default=None, ge=0.1, le=1000, description="Image "
+                                      "requests per second promptdrop sends at most (and ten "
+                                      "times that in any 10 seconds). Leave out to keep to your "
+                                      "account group's documented limit. Set it only if ToAPIs "
+                                      "gave your account another limit: above the real one, the "
+                                      "API refuses requests (nothing is paid; they are sent "
+                                      "again 30 seconds later).")
 
 
 class RulesFile(BaseModel):
@@ -240,7 +258,11 @@ _NEEDS: dict[str, str] = {
     "path": "a folder path in quotes",
     "recursive": "true or false",
     "resubmit_ambiguous": "true or false",
-    "poll_interval": "a number of seconds greater than 0",
+    "poll_interval": "a number of seconds greater than 0 (at most 600 under [api])",
+    "poll_first": "a number of seconds greater than 0 and at most 600",
+    "submit_rate": "a number of requests per second from 0.1 to 1000 (leave it out for your "
+                   "account group's limit)",
+    "timeout": "a number of seconds greater than 0 and at most 600",
     "settle": "a number of seconds, 0 or more",
     "max_in_flight": "a whole number from 1 to 64",
     "daily_budget": "a whole number, 1 or more (leave it out for no limit)",

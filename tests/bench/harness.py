@@ -102,17 +102,28 @@ def emulator(*, latency: float, submit_per_s: float | None = None,
 
 
 def write_rules(path: Path, root: Path, *, settle: float = 1.0, max_in_flight: int = 32,
-                group: str = "svip", poll: str = "auto", poll_interval: float = 5.0) -> Path:
-    """A rules file with one rule named "bench" watching `root`."""
+                group: str = "svip", poll: str = "auto", scan_interval: float = 5.0,
+                poll_first: float | None = None, poll_interval: float | None = None,
+                submit_rate: float | None = None) -> Path:
+    """A rules file with one rule named "bench" watching `root`.
+
+    `poll` and `scan_interval` are the folder's (inotify or scanning); `poll_first`,
+    `poll_interval` and `submit_rate` go in [api] (task polling and the client's submit rate),
+    left out when None so the daemon's defaults apply."""
+    api = [f'account_group = "{group}"']
+    for key, value in (("poll_first", poll_first), ("poll_interval", poll_interval),
+                       ("submit_rate", submit_rate)):
+        if value is not None:
+            api.append(f"{key} = {float(value)!r}")
     path.write_text(
-        f'[api]\naccount_group = "{group}"\n'
+        "[api]\n" + "\n".join(api) + "\n"
         "[[rules]]\n"
         'name = "bench"\n'
         f"path = {json.dumps(str(root))}\n"
         f"settle = {settle}\n"
         f"max_in_flight = {max_in_flight}\n"
         f'poll = "{poll}"\n'
-        f"poll_interval = {poll_interval}\n",
+        f"poll_interval = {scan_interval}\n",
         encoding="utf-8",
     )
     return path
@@ -226,17 +237,17 @@ def daemon_env(emu: Emulator) -> dict[str, str]:
 
 
 def start_daemon(emu: Emulator, rules: Path, state: Path, work: Path, *,
-                 poll_interval: float = 5.0, once: bool = False, tag: str = "daemon",
-                 entry: str = "promptdrop") -> Daemon:
-    """Start `python -m ENTRY watch --rules RULES` with JSON logs and a NOTIFY_SOCKET."""
+                 once: bool = False, tag: str = "daemon") -> Daemon:
+    """Start `python -m promptdrop watch --rules RULES` with JSON logs and a NOTIFY_SOCKET.
+
+    Task polling and the submit rate come from the rules file's [api] table (write_rules)."""
     err = work / f"{tag}-{time.monotonic_ns()}.log"
     notify = NotifyListener(work)
     env = daemon_env(emu)
     env["NOTIFY_SOCKET"] = str(notify.path)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    argv = [sys.executable, "-m", entry, "watch", "--rules", str(rules),
-            "--state-dir", str(state), "--poll-interval", str(poll_interval),
-            "--log-format", "json"]
+    argv = [sys.executable, "-m", "promptdrop", "watch", "--rules", str(rules),
+            "--state-dir", str(state), "--log-format", "json"]
     if once:
         argv.append("--once")
     with err.open("wb") as fe:

@@ -286,22 +286,48 @@ class LedgerBase:
         self, request_hash: str, image_index: int, request: dict[str, Any], rule: str | None
     ) -> Job:
         """Return the job for (request_hash, image_index), creating it PENDING if new."""
-        now = self._clock()
-        blob = json.dumps(self._paths.encode_request(request), sort_keys=True)
-
-        def work() -> None:
-            self._run(
-                "INSERT INTO jobs (request_hash, image_index, rule, state, generation,"
-                " request_json, attempts, created_at, updated_at) VALUES (?,?,?,?,0,?,0,?,?)"
-                " ON CONFLICT (request_hash, image_index) DO NOTHING",
-                [request_hash, image_index, rule, str(JobState.PENDING), blob, now, now],
-            )
-
         # One statement, so a retry after a lost connection is harmless: it inserts nothing.
-        self._atomic(work)
+        self._atomic(lambda: self._insert_job(request_hash, image_index, request, rule))
         found = self.find_job(request_hash, image_index)
         assert found is not None  # rows are never deleted
         return found
+
+    def _insert_job(self, request_hash: str, image_index: int, request: dict[str, Any],
+                    rule: str | None) -> None:
+        now = self._clock()
+        blob = json.dumps(self._paths.encode_request(request), sort_keys=True)
+        self._run(
+            "INSERT INTO jobs (request_hash, image_index, rule, state, generation,"
+            " request_json, attempts, created_at, updated_at) VALUES (?,?,?,?,0,?,0,?,?)"
+            " ON CONFLICT (request_hash, image_index) DO NOTHING",
+            [request_hash, image_index, rule, str(JobState.PENDING), blob, now, now],
+        )
+
+    def take_up(
+        self,
+        path: Path | str,
+        *,
+        rule: str | None,
+        content_sha256: str | None,
+        request_hash: str,
+        image_count: int,
+        request: dict[str, Any],
+    ) -> list[Job]:
+        """Record the prompt file at `path` as active and make sure each of its images has a
+        job (PENDING when new), in one transaction; return the jobs, by image index.
+
+        One commit, so the ledger never records an active prompt file without its jobs (which
+        a restart would take as already handled). Every statement is an upsert or an insert
+        that skips existing rows, so running it again after a lost connection is harmless.
+        """
+        def work() -> None:
+            self._put_source(path, rule=rule, status="active", content_sha256=content_sha256,
+                             request_hash=request_hash, image_count=image_count, error=None)
+            for index in range(1, image_count + 1):
+                self._insert_job(request_hash, index, request, rule)
+
+        self._atomic(work)
+        return [j for j in self.jobs_for_request(request_hash) if j.image_index <= image_count]
 
     def get_job(self, job_id: int) -> Job:
         return self._job(next(iter(self._rows("SELECT * FROM jobs WHERE id = ?", [job_id]))))
@@ -618,6 +644,12 @@ class LedgerBase:
         error: str | None = None,
     ) -> None:
         """Record what the prompt file at `path` is now (insert or replace)."""
+        self._put_source(path, rule=rule, status=status, content_sha256=content_sha256,
+                         request_hash=request_hash, image_count=image_count, error=error)
+
+    def _put_source(self, path: Path | str, *, rule: str | None, status: str,
+                    content_sha256: str | None, request_hash: str | None,
+                    image_count: int | None, error: str | None) -> None:
         self._run(
             "INSERT INTO sources (path, rule, status, content_sha256, request_hash, image_count,"
             " error, updated_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(path) DO UPDATE SET"
@@ -628,6 +660,22 @@ class LedgerBase:
             [self._paths.encode(path), rule, status, content_sha256, request_hash, image_count,
              error, self._clock()],
         )
+
+    def is_settled(self, path: Path | str, content_sha256: str) -> bool:
+        """True when the prompt file at `path` is recorded as active with these bytes and each
+        of its images is DONE with a file recorded for this very source from the job's current
+        generation: a rescan of it has nothing to do. One query, so a restart on many done
+        files does not pay three each."""
+        rows = self._rows(
+            "SELECT COALESCE(s.image_count, 1) AS wanted, (SELECT COUNT(*) FROM jobs j"
+            " WHERE j.request_hash = s.request_hash AND j.image_index <= COALESCE(s.image_count, 1)"
+            " AND j.state = ? AND EXISTS (SELECT 1 FROM outputs o WHERE o.source_path = s.path"
+            " AND o.job_id = j.id AND o.generation = j.generation)) AS done"
+            " FROM sources s WHERE s.path = ? AND s.status = 'active' AND s.content_sha256 = ?"
+            " AND s.request_hash IS NOT NULL",
+            [str(JobState.DONE), self._paths.encode(path), content_sha256],
+        )
+        return bool(rows) and int(rows[0]["done"]) == int(rows[0]["wanted"])
 
     def set_source_status(self, path: Path | str, status: str, error: str | None = None) -> None:
         self._run(
