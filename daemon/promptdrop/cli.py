@@ -54,6 +54,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     from promptdrop import logs
     from promptdrop.api import DEFAULT_BASE_URL
     from promptdrop.engine import EngineOptions
+    from promptdrop.ledger import LedgerUnavailable
     from promptdrop.service import (
         AlreadyRunning,
         ConfigError,
@@ -111,6 +112,12 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     except (AlreadyRunning, ConfigError) as exc:
         print(f"promptdrop watch: {exc}", file=sys.stderr)
         return 2
+    except LedgerUnavailable as exc:
+        # The shared ledger stayed away longer than the daemon waits; under systemd,
+        # Restart=on-failure starts it again.
+        print(f"promptdrop watch: {exc}; stopping (running tasks resume on the next start)",
+              file=sys.stderr)
+        return 1
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
