@@ -954,6 +954,21 @@ def test_a_lease_lost_is_also_a_stale_transition(ledger: LedgerBase) -> None:
     assert ledger.get_job(job.id) == job
 
 
+def test_jobs_free_for_a_host_leave_out_those_another_host_holds(ledger: LedgerBase) -> None:
+    mine, theirs, lapsed, nobodys = (ledger.ensure_job("h", i, REQUEST, "rule") for i in range(4))
+    assert ledger.claim(mine.id, "host-a", 30)
+    assert ledger.claim(theirs.id, "host-b", 30)
+    assert ledger.claim(lapsed.id, "host-b", 0)  # expired at once: free to take over
+
+    def ids(host: str | None) -> list[int]:
+        return [j.id for j in ledger.jobs(S.PENDING, free_for=host)]
+
+    assert ids("host-a") == [mine.id, lapsed.id, nobodys.id]
+    assert ids("host-b") == [theirs.id, lapsed.id, nobodys.id]
+    assert ids(None) == [mine.id, theirs.id, lapsed.id, nobodys.id]
+    assert [j.id for j in ledger.jobs(S.RUNNING, free_for="host-a")] == []
+
+
 def test_renewing_keeps_a_claim_alive_past_its_first_term(ledger: LedgerBase) -> None:
     a = ledger.ensure_job("h", 0, REQUEST, "rule")
     b = ledger.ensure_job("h", 1, REQUEST, "rule")

@@ -332,9 +332,11 @@ class Engine:
     def resume(self) -> None:
         """Drive every job the ledger says is unfinished: running tasks are polled again.
 
-        Also picks up jobs that `promptdrop retry` moved back to pending while we run.
+        Also picks up jobs that `promptdrop retry` moved back to pending while we run. Jobs
+        another host is working on are left to it, without a task or a claim attempt each.
         """
-        for job in self.ledger.jobs(S.PENDING, S.UPLOADING, S.RUNNING, S.DOWNLOADING):
+        unfinished = (S.PENDING, S.UPLOADING, S.RUNNING, S.DOWNLOADING)
+        for job in self.ledger.jobs(*unfinished, free_for=self.host):
             self.launch(job.id)
         self.recheck_budgets()
         self._arm_lease_timer()

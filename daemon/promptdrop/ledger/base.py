@@ -337,15 +337,26 @@ class LedgerBase:
                           [request_hash, image_index])
         return self._job(rows[0]) if rows else None
 
-    def jobs(self, *states: JobState) -> list[Job]:
-        """All jobs, or those in the given states, oldest first."""
+    def jobs(self, *states: JobState, free_for: str | None = None) -> list[Job]:
+        """All jobs, or those in the given states, oldest first.
+
+        With `free_for`, only those that host may work on: jobs another host holds a live
+        claim on are left out (with a ledger of one's own, none are).
+        """
+        sql, params = "SELECT jobs.* FROM jobs", []
+        if free_for is not None:
+            sql += (" LEFT JOIN leases ON leases.job_id = jobs.id"
+                    f" AND leases.expires > {self._NOW} AND leases.host <> ?")
+            params.append(free_for)
+        where = []
         if states:
-            marks = ",".join("?" * len(states))
-            rows = self._rows(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY id",
-                              [str(s) for s in states])
-        else:
-            rows = self._rows("SELECT * FROM jobs ORDER BY id")
-        return [self._job(r) for r in rows]
+            where.append(f"jobs.state IN ({','.join('?' * len(states))})")
+            params.extend(str(s) for s in states)
+        if free_for is not None:
+            where.append("leases.job_id IS NULL")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [self._job(r) for r in self._rows(sql + " ORDER BY jobs.id", params)]
 
     def jobs_for_request(self, request_hash: str) -> list[Job]:
         rows = self._rows("SELECT * FROM jobs WHERE request_hash = ? ORDER BY image_index",
