@@ -61,6 +61,18 @@ def leaked_in(data: bytes) -> bool:
     return any(form in data for form in SECRET_FORMS)
 
 
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
+    """SIGTERM, then SIGKILL if the process does not exit within `timeout`; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
 @dataclass
 class Scan:
     leaks: list[str]  # where the key was found
@@ -191,14 +203,7 @@ class Daemon:
 
     def terminate(self, timeout: float = 10.0) -> int:
         """SIGTERM, then SIGKILL if it does not exit within `timeout`; return the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return terminate(self.proc, timeout)
 
     def kill(self) -> None:
         """SIGKILL (a no-op when it already exited)."""

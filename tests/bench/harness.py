@@ -9,7 +9,6 @@ import io
 import json
 import os
 import platform
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from PIL import Image
+from tests.harness import terminate
 
 from promptdrop import fstypes, outputs
 from promptdrop.emulator import Emulator, EmulatorConfig
@@ -215,16 +215,10 @@ class Daemon:
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM, then SIGKILL if it lingers; the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = terminate(self.proc, timeout)
         if self.notify is not None:
             self.notify.close()
-        return self.proc.returncode
+        return code
 
 
 def daemon_env(emu: Emulator) -> dict[str, str]:
