@@ -213,13 +213,14 @@ class Daemon:
 
 
 def spawn(rules: Path, state: Path, env: dict[str, str], *, cwd: Path, name: str = "daemon",
-          args: tuple[str, ...] = ()) -> Daemon:
+          args: tuple[str, ...] = (), prefix: tuple[str, ...] = ()) -> Daemon:
     """Start `promptdrop watch --rules RULES --state-dir STATE` with JSON logs, its output in
-    CWD/NAME.out and CWD/NAME.err. It does not wait: see Daemon.wait_watching."""
+    CWD/NAME.out and CWD/NAME.err. `prefix` goes before the command (a wrapper that execs it).
+    It does not wait: see Daemon.wait_watching."""
     out, err = cwd / f"{name}.out", cwd / f"{name}.err"
     with out.open("wb") as fo, err.open("wb") as fe:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "promptdrop", "watch", "--rules", str(rules),
+            [*prefix, sys.executable, "-m", "promptdrop", "watch", "--rules", str(rules),
              "--state-dir", str(state), "--poll-interval", "0.1", "--log-format", "json", *args],
             stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, env=env, cwd=cwd,
         )

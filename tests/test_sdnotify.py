@@ -13,7 +13,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,11 +23,12 @@ from typing import Any
 
 import pytest
 
+from harness import CANARY, spawn
 from promptdrop.emulator import Emulator, EmulatorConfig
 from promptdrop.ledger import LEDGER_NAME
 from promptdrop.sdnotify import Notifier, socket_address, watchdog_interval
 
-KEY = "sk-notify-canary-0123456789"
+KEY = CANARY  # the suite-wide canary: the session-end scan looks for it
 STOP_TIMEOUT = 15.0  # TimeoutStopSec= of the shipped units
 STATUS = re.compile(r"Watching (\d+) folders?; (\d+) tasks? running; (\d+) images? done today")
 
@@ -124,22 +124,16 @@ class Rig:
 
     def start(self, listener: Listener | None, *, watchdog_usec: int | None = None,
               own_pid: bool = False, **extra: str) -> subprocess.Popen[bytes]:
-        argv = [sys.executable, "-m", "promptdrop", "watch", "--rules", str(self.tmp /
-                "rules.toml"), "--state-dir", str(self.state), "--poll-interval", "0.1",
-                "--log-format", "json"]
         env = self.env(**extra)
         if listener is not None:
             env["NOTIFY_SOCKET"] = listener.address
         if watchdog_usec is not None:
             env["WATCHDOG_USEC"] = str(watchdog_usec)
-        if own_pid:
-            # As systemd does: WATCHDOG_PID is the daemon's own pid. The shell's pid is it,
-            # since exec keeps the pid.
-            argv = ["sh", "-c", 'WATCHDOG_PID=$$ exec "$@"', "sh", *argv]
-        err = (self.tmp / f"daemon{len(self.procs)}.err").open("wb")
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err,
-                                stdin=subprocess.DEVNULL, env=env, cwd=self.tmp)
-        err.close()
+        # As systemd does: WATCHDOG_PID is the daemon's own pid. The shell's pid is it, since
+        # exec keeps the pid.
+        prefix = ("sh", "-c", 'WATCHDOG_PID=$$ exec "$@"', "sh") if own_pid else ()
+        proc = spawn(self.tmp / "rules.toml", self.state, env, cwd=self.tmp,
+                     name=f"daemon{len(self.procs)}", prefix=prefix).proc
         self.procs.append(proc)
         return proc
 
