@@ -434,7 +434,9 @@ async def _daemon(engine: Engine, opts: WatchOptions, notifier: Notifier | None 
                 task = asyncio.ensure_future(_dispatch(engine, by_name, event))
                 handlers.add(task)
                 task.add_done_callback(handlers.discard)
-            elif owe_ready and watcher.ready.is_set() and not handlers:
+            elif owe_ready and watcher.ready.is_set() and not handlers and not watcher.queued():
+                # (The queue is looked at too: a get() that timed out just as an event came
+                # leaves that event queued for the next turn.)
                 owe_ready = False
                 notifier.ready(status_line(engine, len(rules.rules)))
                 log.info("ready: every watched folder's first scan is handed over",

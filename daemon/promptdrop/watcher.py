@@ -450,6 +450,10 @@ class Watcher:
         """The next event, waiting for one if needed."""
         return await self._queue.get()
 
+    def queued(self) -> int:
+        """Events emitted and not yet taken with `get`."""
+        return self._queue.qsize()
+
     def rescan(self, root_name: str | None = None) -> None:
         """Schedule a full scan of one root (by name) or all: every prompt file present is
         emitted again once settled, and files gone since the last scan are reported deleted."""
@@ -681,7 +685,10 @@ class Watcher:
             entry.sig, entry.sig_gen = sig, gen
             entry.due = now + (min(_QUIET_RECHECK, settle) if quiet else settle)
             self._schedule(entry)
-            self._resolve_initial(entry)  # still changing: it will come, but not hold up `ready`
+            if not quiet:
+                # Still changing: it will come, but not hold up `ready`. A quiet file is only
+                # given its short second look, and is part of the first scan as before.
+                self._resolve_initial(entry)
             return
         self._drop(entry)
         if sig[0] == 0:
