@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
+import random
 
 import pytest
 from PIL import Image
@@ -12,8 +12,10 @@ from promptdrop import imaging
 
 
 def _image(fmt: str, size: tuple[int, int] = (256, 256)) -> bytes:
-    # Noise, so the compressed data is long and a cut lands inside the image data.
-    img = Image.frombytes("RGB", size, os.urandom(size[0] * size[1] * 3))
+    # Noise, so the compressed data is long and a cut lands inside the image data. Seeded: the
+    # truncation points below are test ids, and every xdist worker must collect the same ones.
+    noise = random.Random(f"{fmt}{size}").randbytes(size[0] * size[1] * 3)
+    img = Image.frombytes("RGB", size, noise)
     buf = io.BytesIO()
     img.save(buf, fmt)
     return buf.getvalue()
