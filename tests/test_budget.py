@@ -13,13 +13,13 @@ from pathlib import Path
 from PIL import Image
 
 from harness import CANARY
-from promptdrop.admin import print_status
 from promptdrop.api import RateLimits, RetryPolicy, ToApisClient
+from promptdrop.commands.admin import print_status
 from promptdrop.emulator import Emulator, Faults
-from promptdrop.engine import Engine, EngineOptions, day_start, next_day
+from promptdrop.jobs.engine import Engine, EngineOptions, day_start, next_day
 from promptdrop.ledger import LEDGER_NAME, JobState, Ledger
 from promptdrop.outputs import note_path
-from promptdrop.service import WatchOptions, run, scan
+from promptdrop.service.runner import WatchOptions, run, scan
 from promptdrop.spec import RuleConfig, rules_for_folders
 
 FAST = EngineOptions(poll_first=0.05, poll_interval=0.05, retry_later=0.1, pause_first=0.3,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from promptdrop.check import run_check
+from promptdrop.commands.check import run_check
 
 REPO = Path(__file__).resolve().parent.parent
 

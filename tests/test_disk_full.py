@@ -17,9 +17,9 @@ from PIL import Image
 from figures import record
 from harness import CANARY, fill, small_tmpfs
 from promptdrop.emulator import Emulator
-from promptdrop.engine import EngineOptions
+from promptdrop.jobs.engine import EngineOptions
 from promptdrop.ledger import LEDGER_NAME
-from promptdrop.service import WatchOptions, run
+from promptdrop.service.runner import WatchOptions, run
 from promptdrop.spec import rules_for_folders
 
 

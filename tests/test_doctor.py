@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness import CANARY
-from promptdrop.doctor import INSTANCES_FIX, WATCHES_FIX, inotify_check
+from promptdrop.commands.doctor import INSTANCES_FIX, WATCHES_FIX, inotify_check
 from promptdrop.emulator import Emulator
 
 SECRET = "sk-doctor-canary-0123456789abcdef"

@@ -15,14 +15,14 @@ from pathlib import Path
 from PIL import Image
 
 from harness import CANARY
-from promptdrop.admin import retry
 from promptdrop.api import ToApisClient
+from promptdrop.api.ratelimit import RateLimits
+from promptdrop.commands.admin import retry
 from promptdrop.emulator import Emulator, Faults
-from promptdrop.engine import Engine, EngineOptions
+from promptdrop.jobs.engine import Engine, EngineOptions
 from promptdrop.ledger import LEDGER_NAME, JobState, Ledger
 from promptdrop.outputs import note_path, read_provenance
-from promptdrop.ratelimit import RateLimits
-from promptdrop.service import WatchOptions, engine_options, rate_limits, run
+from promptdrop.service.runner import WatchOptions, engine_options, rate_limits, run
 from promptdrop.spec import RulesFile, rules_for_folders
 
 FAST = EngineOptions(poll_first=0.05, poll_interval=0.05, retry_later=0.2, pause_first=0.3,

@@ -20,12 +20,12 @@ from PIL import Image
 from figures import record
 from harness import CANARY
 from promptdrop.api import Ambiguous, Downloaded, RetryPolicy, ToApisClient
+from promptdrop.api.ratelimit import RateLimits
 from promptdrop.emulator import Emulator, Faults
-from promptdrop.engine import EngineOptions
+from promptdrop.jobs.engine import EngineOptions
 from promptdrop.ledger import LEDGER_NAME, JobState, Ledger
 from promptdrop.outputs import note_path
-from promptdrop.ratelimit import RateLimits
-from promptdrop.service import WatchOptions, run
+from promptdrop.service.runner import WatchOptions, run
 from promptdrop.spec import rules_for_folders
 
 FAST = EngineOptions(poll_first=0.05, poll_interval=0.05, retry_later=0.2, pause_first=0.3,

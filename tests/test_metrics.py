@@ -16,10 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from harness import CANARY
 from promptdrop.api import RateLimits, RetryPolicy, ToApisClient, TransientError
 from promptdrop.emulator import Emulator, Faults
-from promptdrop.engine import Engine, EngineOptions
+from promptdrop.jobs.engine import Engine, EngineOptions
 from promptdrop.ledger import LEDGER_NAME, Ledger
-from promptdrop.metrics import MetricsServer, format_address, parse_address, start_metrics
-from promptdrop.service import scan
+from promptdrop.service.metrics import MetricsServer, format_address, parse_address, start_metrics
+from promptdrop.service.runner import scan
 from promptdrop.spec import rules_for_folders
 
 FAST = EngineOptions(poll_first=0.05, poll_interval=0.05, retry_later=0.1)

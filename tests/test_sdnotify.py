@@ -26,7 +26,7 @@ import pytest
 from harness import CANARY, spawn
 from promptdrop.emulator import Emulator, EmulatorConfig
 from promptdrop.ledger import LEDGER_NAME
-from promptdrop.sdnotify import Notifier, socket_address, watchdog_interval
+from promptdrop.service.sdnotify import Notifier, socket_address, watchdog_interval
 
 KEY = CANARY  # the suite-wide canary: the session-end scan looks for it
 STOP_TIMEOUT = 15.0  # TimeoutStopSec= of the shipped units

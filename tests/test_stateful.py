@@ -27,9 +27,9 @@ from figures import record
 from harness import CANARY
 from promptdrop.crashpoints import POINTS
 from promptdrop.emulator import Emulator, EmulatorConfig, Faults
-from promptdrop.engine import EngineOptions
+from promptdrop.jobs.engine import EngineOptions
 from promptdrop.ledger import LEDGER_NAME, JobState, Ledger
-from promptdrop.service import WatchOptions, run
+from promptdrop.service.runner import WatchOptions, run
 from promptdrop.spec import rules_for_folders
 
 PROMPTS = [f"picture number {i}" for i in range(6)]

@@ -14,16 +14,8 @@ from typing import TypeVar
 
 import pytest
 
-from promptdrop import watcher as watcher_module
-from promptdrop.fstypes import (
-    filesystem_type,
-    find_mount,
-    is_network_fstype,
-    parse_mountinfo,
-    should_poll,
-    unescape,
-)
-from promptdrop.watcher import (
+from promptdrop import watch as watcher_module
+from promptdrop.watch import (
     FileEvent,
     Watcher,
     WatchRoot,
@@ -31,6 +23,14 @@ from promptdrop.watcher import (
     is_conflict_copy,
     is_ignored,
     limit_advice,
+)
+from promptdrop.watch.fstypes import (
+    filesystem_type,
+    find_mount,
+    is_network_fstype,
+    parse_mountinfo,
+    should_poll,
+    unescape,
 )
 
 MOUNTINFO = Path(__file__).parent / "data" / "mountinfo"

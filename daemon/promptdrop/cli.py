@@ -24,7 +24,7 @@ folder (default: $STATE_DIRECTORY, else $XDG_STATE_HOME/promptdrop).
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from promptdrop.check import run_check
+    from promptdrop.commands.check import run_check
 
     return run_check([Path(p) for p in args.paths], sys.stdout, root=args.root)
 
@@ -53,9 +53,9 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 
     from promptdrop import logs
     from promptdrop.api import DEFAULT_BASE_URL
-    from promptdrop.engine import EngineOptions
+    from promptdrop.jobs.engine import EngineOptions
     from promptdrop.ledger import LedgerUnavailable
-    from promptdrop.service import (
+    from promptdrop.service.runner import (
         AlreadyRunning,
         ConfigError,
         WatchOptions,
@@ -84,7 +84,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         base_url = (os.environ.get("TOAPIS_BASE_URL") or rules.api.base_url or DEFAULT_BASE_URL)
         metrics = None
         if args.metrics:
-            from promptdrop.metrics import parse_address
+            from promptdrop.service.metrics import parse_address
 
             try:
                 metrics = parse_address(args.metrics)
@@ -122,7 +122,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from promptdrop import logs
-    from promptdrop.doctor import run_doctor
+    from promptdrop.commands.doctor import run_doctor
 
     # The table is the output; the API client's retry lines would only clutter it.
     logs.configure(json=False, level="error")
@@ -146,7 +146,7 @@ def _open_existing(args: argparse.Namespace, command: str) -> LedgerBase | None:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from promptdrop.admin import print_status
+    from promptdrop.commands.admin import print_status
 
     ledger = _open_existing(args, "status")
     if ledger is None:
@@ -156,7 +156,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_retry(args: argparse.Namespace) -> int:
-    from promptdrop.admin import retry
+    from promptdrop.commands.admin import retry
 
     ledger = _open_existing(args, "retry")
     if ledger is None:
@@ -170,7 +170,7 @@ def _cmd_retry(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from promptdrop import logs
-    from promptdrop.demo import run_demo
+    from promptdrop.commands.demo import run_demo
 
     logs.configure(json=False, level="warning")
     return run_demo(Path(args.folder), Path(args.state_dir) if args.state_dir else None)

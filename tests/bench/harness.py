@@ -23,13 +23,14 @@ from typing import Any, TypeVar
 from PIL import Image
 from tests.harness import terminate
 
-from promptdrop import fstypes, outputs
+from promptdrop import outputs
 from promptdrop.emulator import Emulator, EmulatorConfig
 from promptdrop.emulator import handlers as emu_handlers
 from promptdrop.emulator.config import RateLimitConfig
 from promptdrop.emulator.images import render
 from promptdrop.ledger import JobState, Ledger
 from promptdrop.spec import read_prompt_file
+from promptdrop.watch import fstypes
 
 KEY = "sk-bench-0123456789"
 REPO = Path(__file__).resolve().parents[2]

@@ -33,8 +33,8 @@ from tests.bench.harness import (
     write_rules,
 )
 
+from promptdrop.api.ratelimit import RateLimits
 from promptdrop.emulator import Emulator
-from promptdrop.ratelimit import RateLimits
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".webp")
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import structlog
 
 from promptdrop.api import DEFAULT_BASE_URL, ToApisClient
-from promptdrop.engine import Engine, EngineOptions
+from promptdrop.api.ratelimit import RateLimits
+from promptdrop.jobs.engine import Engine, EngineOptions
 from promptdrop.ledger import (
     FINAL,
     JobState,
@@ -28,10 +29,9 @@ from promptdrop.ledger import (
     open_ledger,
 )
 from promptdrop.outputs import cleanup_temps
-from promptdrop.ratelimit import RateLimits
-from promptdrop.sdnotify import Notifier
+from promptdrop.service.sdnotify import Notifier
 from promptdrop.spec import ApiSettings, RuleConfig, RulesFile, SpecError
-from promptdrop.watcher import FileEvent, Watcher, WatchRoot, is_candidate, is_conflict_copy
+from promptdrop.watch import FileEvent, Watcher, WatchRoot, is_candidate, is_conflict_copy
 
 log = structlog.get_logger("promptdrop.service")
 LOCK_NAME = "daemon.lock"
@@ -163,7 +163,7 @@ async def run(opts: WatchOptions) -> int:
                 metrics = None
                 if opts.metrics:
                     # Imported here: the metrics module (and prometheus-client) only when asked.
-                    from promptdrop.metrics import start_metrics
+                    from promptdrop.service.metrics import start_metrics
 
                     metrics = start_metrics(opts.metrics, engine)
                 try:

@@ -40,7 +40,7 @@ import httpx
 import structlog
 
 from promptdrop import __version__, imaging
-from promptdrop.ratelimit import RATE_GROUPS, Limits, RateLimits
+from promptdrop.api.ratelimit import RATE_GROUPS, Limits, RateLimits
 
 __all__ = [
     "RATE_GROUPS",

@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 from promptdrop.ledger import JobState
 
 if TYPE_CHECKING:
-    from promptdrop.engine import Engine
+    from promptdrop.jobs.engine import Engine
 
 log = structlog.get_logger("promptdrop.metrics")
 

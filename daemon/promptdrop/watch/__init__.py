@@ -61,8 +61,8 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver
 
-from promptdrop.fstypes import PollMode, should_poll
 from promptdrop.spec import PROMPT_SUFFIX
+from promptdrop.watch.fstypes import PollMode, should_poll
 
 log = structlog.get_logger(__name__)
 

@@ -50,7 +50,7 @@ from promptdrop.ledger import (
     StaleTransition,
     disk_full,
 )
-from promptdrop.metrics import Metrics
+from promptdrop.service.metrics import Metrics
 from promptdrop.spec import RuleConfig, SpecError, read_prompt_file
 
 S = JobState

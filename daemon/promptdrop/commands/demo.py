@@ -9,9 +9,9 @@ from pathlib import Path
 
 import promptdrop
 from promptdrop.emulator import Emulator, EmulatorConfig
-from promptdrop.engine import EngineOptions
 from promptdrop.imaging import EXTENSIONS
-from promptdrop.service import WatchOptions, run
+from promptdrop.jobs.engine import EngineOptions
+from promptdrop.service.runner import WatchOptions, run
 from promptdrop.spec import PROMPT_SUFFIX, rules_for_folders
 
 EXAMPLES = Path(promptdrop.__file__).resolve().parents[2] / "rules" / "examples"

@@ -25,9 +25,9 @@ from promptdrop.api import (
     ToApisClient,
     TransientError,
 )
-from promptdrop.fstypes import filesystem_type, is_network_fstype, should_poll
-from promptdrop.service import ConfigError, resolve_api_key
+from promptdrop.service.runner import ConfigError, resolve_api_key
 from promptdrop.spec import RuleConfig, RulesFile, SpecError, read_rules, rules_for_folders
+from promptdrop.watch.fstypes import filesystem_type, is_network_fstype, should_poll
 
 KEY_HELP = ("set TOAPIS_API_KEY, or pass --api-key-file FILE, or (under systemd) give the "
             "credential 'toapis-api-key' with LoadCredential=")

@@ -1,0 +1,1 @@
+"""The commands other than the daemon itself: check, doctor, status, retry, demo."""

@@ -1,0 +1,1 @@
+"""The job: what a prompt file becomes, from intake to the image in the folder."""

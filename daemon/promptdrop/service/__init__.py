@@ -1,0 +1,1 @@
+"""The daemon process: wiring, lifecycle, sd_notify and metrics."""
