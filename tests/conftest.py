@@ -21,11 +21,12 @@ def the_canary_key_leaks_nowhere(tmp_path_factory: pytest.TempPathFactory) -> It
     (given to --api-key-file) are the only exception."""
     yield
     scan = scan_for_key(tmp_path_factory.getbasetemp())
-    record("api_key_canary", {"files_scanned": scan.files, "outputs_scanned": scan.outputs,
-                              "leaks": len(scan.leaks)})
+    record(
+        "api_key_canary",
+        {"files_scanned": scan.files, "outputs_scanned": scan.outputs, "leaks": len(scan.leaks)},
+    )
     if scan.leaks:
-        pytest.fail("the canary API key leaked into:\n" + "\n".join(scan.leaks[:50]),
-                    pytrace=False)
+        pytest.fail("the canary API key leaked into:\n" + "\n".join(scan.leaks[:50]), pytrace=False)
 
 
 @pytest.fixture

@@ -31,8 +31,15 @@ from promptdrop.outputs import note_path
 CANARY = "sk-canary-q7Zx4Lm2Vt9Rb3Kp"
 IMAGE_SUFFIXES = (".png", ".jpg", ".webp")
 # Inherited settings that would point a daemon at the wrong state or make it crash on purpose.
-_SCRUBBED = ("PROMPTDROP_STATE_DIR", "STATE_DIRECTORY", "CREDENTIALS_DIRECTORY",
-             "PROMPTDROP_CRASH_AT", "PROMPTDROP_CRASH_AFTER", "TOAPIS_API_KEY", "TOAPIS_BASE_URL")
+_SCRUBBED = (
+    "PROMPTDROP_STATE_DIR",
+    "STATE_DIRECTORY",
+    "CREDENTIALS_DIRECTORY",
+    "PROMPTDROP_CRASH_AT",
+    "PROMPTDROP_CRASH_AFTER",
+    "TOAPIS_API_KEY",
+    "TOAPIS_BASE_URL",
+)
 T = TypeVar("T")
 
 CAPTURED: list[tuple[str, str]] = []  # (what, text) of command output kept only in memory
@@ -43,8 +50,11 @@ def _encoded_forms(secret: str) -> tuple[bytes, ...]:
     """The key as bytes, as its distinctive tail, URL-encoded, and base64-encoded at each of
     the three alignments it can have inside a longer encoded text."""
     raw = secret.encode()
-    forms = {raw, secret.removeprefix("sk-canary-").encode(),
-             urllib.parse.quote(secret, safe="").encode()}
+    forms = {
+        raw,
+        secret.removeprefix("sk-canary-").encode(),
+        urllib.parse.quote(secret, safe="").encode(),
+    }
     for offset in range(3):
         tail = raw[offset:]
         whole = 4 * (len(tail) // 3)  # the last partial group depends on what follows
@@ -61,7 +71,6 @@ def leaked_in(data: bytes) -> bool:
     return any(form in data for form in SECRET_FORMS)
 
 
-
 def terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
     """SIGTERM, then SIGKILL if the process does not exit within `timeout`; its exit code."""
     if proc.poll() is None:
@@ -72,6 +81,7 @@ def terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
             proc.kill()
             proc.wait()
     return proc.returncode
+
 
 @dataclass
 class Scan:
@@ -108,8 +118,9 @@ def key_file(path: Path, key: str = CANARY) -> Path:
     return path
 
 
-def daemon_env(base_url: str, key: str | None = CANARY,
-               extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def daemon_env(
+    base_url: str, key: str | None = CANARY, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """This process's environment without promptdrop's own settings, plus the emulator's
     address, the key (None: no key at all) and `extra`."""
     env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
@@ -120,8 +131,14 @@ def daemon_env(base_url: str, key: str | None = CANARY,
     return env
 
 
-def rules_file(path: Path, folder: Path, *, settle: float, max_in_flight: int | None = None,
-               account_group: str | None = None) -> Path:
+def rules_file(
+    path: Path,
+    folder: Path,
+    *,
+    settle: float,
+    max_in_flight: int | None = None,
+    account_group: str | None = None,
+) -> Path:
     """Write a rules file with one rule "drop" for `folder`."""
     text = f'[api]\naccount_group = "{account_group}"\n' if account_group else ""
     text += f'[[rules]]\nname = "drop"\npath = {json.dumps(str(folder))}\nsettle = {settle}\n'
@@ -174,8 +191,7 @@ class Daemon:
     stderr: Path
 
     def log(self) -> str:
-        return (self.stdout.read_text(errors="replace")
-                + self.stderr.read_text(errors="replace"))
+        return self.stdout.read_text(errors="replace") + self.stderr.read_text(errors="replace")
 
     def events(self) -> list[dict[str, Any]]:
         """The JSON log lines, parsed."""
@@ -212,32 +228,67 @@ class Daemon:
         self.proc.wait()
 
 
-def spawn(rules: Path, state: Path, env: dict[str, str], *, cwd: Path, name: str = "daemon",
-          args: tuple[str, ...] = (), prefix: tuple[str, ...] = ()) -> Daemon:
+def spawn(
+    rules: Path,
+    state: Path,
+    env: dict[str, str],
+    *,
+    cwd: Path,
+    name: str = "daemon",
+    args: tuple[str, ...] = (),
+    prefix: tuple[str, ...] = (),
+) -> Daemon:
     """Start `promptdrop watch --rules RULES --state-dir STATE` with JSON logs, its output in
     CWD/NAME.out and CWD/NAME.err. `prefix` goes before the command (a wrapper that execs it).
     It does not wait: see Daemon.wait_watching."""
     out, err = cwd / f"{name}.out", cwd / f"{name}.err"
     with out.open("wb") as fo, err.open("wb") as fe:
         proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "promptdrop", "watch", "--rules", str(rules),
-             "--state-dir", str(state), "--poll-interval", "0.1", "--log-format", "json", *args],
-            stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, env=env, cwd=cwd,
+            [
+                *prefix,
+                sys.executable,
+                "-m",
+                "promptdrop",
+                "watch",
+                "--rules",
+                str(rules),
+                "--state-dir",
+                str(state),
+                "--poll-interval",
+                "0.1",
+                "--log-format",
+                "json",
+                *args,
+            ],
+            stdout=fo,
+            stderr=fe,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
         )
     return Daemon(proc, out, err)
 
 
-def cli(*args: str, env: dict[str, str], cwd: Path,
-        timeout: float = 40.0) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 40.0
+) -> subprocess.CompletedProcess[str]:
     """Run a promptdrop command to completion; its output is registered for the canary scan."""
-    done = subprocess.run([sys.executable, "-m", "promptdrop", *args], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=timeout, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "promptdrop", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
     CAPTURED.append((f"promptdrop {' '.join(args)}", done.stdout + done.stderr))
     return done
 
 
-def wait_for(cond: Callable[[], T], what: str, timeout: float = 30.0,
-             daemon: Daemon | None = None) -> T:
+def wait_for(
+    cond: Callable[[], T], what: str, timeout: float = 30.0, daemon: Daemon | None = None
+) -> T:
     """Poll `cond` until it returns something truthy; fail after `timeout` seconds, or at once
     when `daemon` exited meanwhile (with its log in the message)."""
     deadline = time.monotonic() + timeout
@@ -246,8 +297,10 @@ def wait_for(cond: Callable[[], T], what: str, timeout: float = 30.0,
         if value:
             return value
         if daemon is not None and daemon.proc.poll() is not None:
-            raise AssertionError(f"the daemon exited ({daemon.proc.returncode}) while waiting "
-                                 f"for {what}:\n{daemon.log()[-8000:]}")
+            raise AssertionError(
+                f"the daemon exited ({daemon.proc.returncode}) while waiting "
+                f"for {what}:\n{daemon.log()[-8000:]}"
+            )
         if time.monotonic() > deadline:
             extra = f"\ndaemon log:\n{daemon.log()[-8000:]}" if daemon is not None else ""
             raise AssertionError(f"timed out after {timeout} s waiting for {what}{extra}")
@@ -267,8 +320,11 @@ def stop_all(daemons: Iterator[Daemon] | list[Daemon], *, kill: bool = False) ->
 def small_tmpfs(mnt: Path, size: str = "1m") -> Iterator[Path]:
     """A real tmpfs of `size` mounted at `mnt` (we run as root here and in CI)."""
     mnt.mkdir(exist_ok=True)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, f"cannot mount a tmpfs for a disk-full test: {proc.stderr}"
     try:
         yield mnt

@@ -44,9 +44,11 @@ def find_bin_dir() -> Path | None:
     if on_path:
         candidates.append(str(Path(on_path).parent))
     # Debian installs versioned folders; take the newest.
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"),
-                         key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit()
-                         else 0, reverse=True)
+    candidates += sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+        reverse=True,
+    )
     for folder in candidates:
         if (Path(folder) / "initdb").is_file() and (Path(folder) / "pg_ctl").is_file():
             return Path(folder)
@@ -72,8 +74,20 @@ class PgServer:
         if self.as_user is not None:
             pw = pwd.getpwnam(self.as_user)
             os.chown(self.base, pw.pw_uid, pw.pw_gid)
-        self._run(["initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                   "-E", "UTF8", "--no-locale", "--no-sync"])
+        self._run(
+            [
+                "initdb",
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ]
+        )
         # Sockets only in our own folder and on loopback; throwaway, so no fsync.
         with open(self.data / "postgresql.conf", "a", encoding="utf-8") as conf:
             conf.write(
@@ -88,8 +102,9 @@ class PgServer:
         cmd = [str(self.bin_dir / argv[0]), *argv[1:]]
         if self.as_user is not None:
             cmd = ["runuser", "-u", self.as_user, "--", *cmd]
-        return subprocess.run(cmd, check=check, capture_output=True, text=True, cwd=self.base,
-                              timeout=120)
+        return subprocess.run(
+            cmd, check=check, capture_output=True, text=True, cwd=self.base, timeout=120
+        )
 
     @property
     def admin_url(self) -> str:
@@ -98,17 +113,18 @@ class PgServer:
     def url(self, dbname: str = "postgres", **params: str) -> str:
         query = "&".join(f"{k}={v}" for k, v in params.items())
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}" + (
-            f"?{query}" if query else "")
+            f"?{query}" if query else ""
+        )
 
     def start(self) -> None:
         """Start the server and wait until it takes connections."""
-        self._run(["pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-w", "-t", "60",
-                   "start"])
+        self._run(
+            ["pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-w", "-t", "60", "start"]
+        )
 
     def stop(self) -> None:
         """Stop the server now (open connections are cut, as in a crash of the database)."""
-        self._run(["pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop"],
-                  check=False)
+        self._run(["pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop"], check=False)
 
     @property
     def running(self) -> bool:

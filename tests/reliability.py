@@ -22,8 +22,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SUITES = ["test_crash.py", "test_faults.py", "test_hostile.py", "test_disk_full.py",
-          "test_ledger_full.py", "test_stateful.py", "test_daemon.py"]
+SUITES = [
+    "test_crash.py",
+    "test_faults.py",
+    "test_hostile.py",
+    "test_disk_full.py",
+    "test_ledger_full.py",
+    "test_stateful.py",
+    "test_daemon.py",
+]
 BEGIN, END = "<!-- reliability:begin -->", "<!-- reliability:end -->"
 
 
@@ -38,8 +45,13 @@ def main() -> int:
         if args.long:
             env["PROMPTDROP_LONG"] = "1"
         started = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", *suites],
-                              cwd=ROOT, env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", *suites],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         elapsed = time.monotonic() - started
         tail = [line for line in proc.stdout.splitlines() if " passed" in line or " failed" in line]
         table = render(Path(figures), tail[-1] if tail else "no result", elapsed, args.long)

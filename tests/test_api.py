@@ -136,9 +136,15 @@ def test_submit_sends_image_urls_as_a_list_of_strings_and_metadata(make_emulator
     async def run() -> str:
         async with client_for(emu) as client:
             uploaded = await client.upload_image(
-                image_bytes("JPEG"), filename="sketch.jpg", mime_type="image/jpeg")
-            await client.submit(model=MODEL, prompt="blue", size="1:1",
-                                image_urls=[uploaded.url], metadata={"orientation": "portrait"})
+                image_bytes("JPEG"), filename="sketch.jpg", mime_type="image/jpeg"
+            )
+            await client.submit(
+                model=MODEL,
+                prompt="blue",
+                size="1:1",
+                image_urls=[uploaded.url],
+                metadata={"orientation": "portrait"},
+            )
             return uploaded.url
 
     url = asyncio.run(run())
@@ -226,17 +232,31 @@ def test_a_completed_task_without_url_is_a_failure_with_a_clear_error() -> None:
 
 
 def test_result_url_is_read_in_the_documented_order() -> None:
-    both = {"status": "completed", "url": "https://f/top.png",
-            "result": {"data": [{"url": "https://f/result.png"}]}, "data": [{"url": "https://f/d"}]}
+    both = {
+        "status": "completed",
+        "url": "https://f/top.png",
+        "result": {"data": [{"url": "https://f/result.png"}]},
+        "data": [{"url": "https://f/d"}],
+    }
     assert parse_task(both, "t").url == "https://f/result.png"
     assert parse_task({**both, "result": {}}, "t").url == "https://f/top.png"
     assert parse_task({"status": "COMPLETED", "data": [{"url": "https://f/d"}]}, "t").url == (
-        "https://f/d")
+        "https://f/d"
+    )
 
 
 def test_failure_reason_comes_from_error_then_fail_reason_then_message() -> None:
-    assert parse_task({"status": "failed", "error": {"message": "A", "code": 7},
-                       "fail_reason": "B", "message": "C"}).error == "A"
+    assert (
+        parse_task(
+            {
+                "status": "failed",
+                "error": {"message": "A", "code": 7},
+                "fail_reason": "B",
+                "message": "C",
+            }
+        ).error
+        == "A"
+    )
     assert parse_task({"status": "failed", "fail_reason": "B", "message": "C"}).error == "B"
     assert parse_task({"status": "failed", "message": "C"}).error == "C"
     assert parse_task({"status": "failed"}).error
@@ -244,7 +264,8 @@ def test_failure_reason_comes_from_error_then_fail_reason_then_message() -> None
 
 def test_expires_at_is_read_as_epoch_seconds() -> None:
     assert parse_task({"status": "completed", "url": "u", "expires_at": 1768467463}).expires_at == (
-        1768467463.0)
+        1768467463.0
+    )
     assert parse_task({"status": "queued", "expires_at": "1768467463"}).expires_at == 1768467463.0
     assert parse_task({"status": "queued"}).expires_at is None
 
@@ -254,11 +275,17 @@ def test_expires_at_is_read_as_epoch_seconds() -> None:
 
 def test_fault_classification_says_what_the_server_may_have_done() -> None:
     request = httpx.Request("POST", "http://127.0.0.1/v1/images/generations")
-    not_sent = [httpx.ConnectError("refused", request=request),
-                httpx.ConnectTimeout("slow", request=request),
-                httpx.PoolTimeout("busy", request=request)]
-    lost = [httpx.ReadTimeout("t", request=request), httpx.ReadError("reset", request=request),
-            httpx.RemoteProtocolError("closed", request=request), TimeoutError()]
+    not_sent = [
+        httpx.ConnectError("refused", request=request),
+        httpx.ConnectTimeout("slow", request=request),
+        httpx.PoolTimeout("busy", request=request),
+    ]
+    lost = [
+        httpx.ReadTimeout("t", request=request),
+        httpx.ReadError("reset", request=request),
+        httpx.RemoteProtocolError("closed", request=request),
+        TimeoutError(),
+    ]
     assert {classify_fault(exc=e) for e in not_sent} == {Fault.NOT_SENT}
     assert {classify_fault(exc=e) for e in lost} == {Fault.LOST}
     assert classify_fault(status=429) is Fault.REFUSED
@@ -294,6 +321,7 @@ def test_retry_after_is_read_as_seconds_or_as_an_http_date() -> None:
 
 
 # --- faults against the emulator ----------------------------------------------------------
+
 
 def only(fault: str, endpoint: str) -> Faults:
     """Every request of one kind meets this fault (a slow answer takes 2 s)."""
@@ -385,8 +413,9 @@ def test_a_submit_that_cannot_connect_is_retried_then_transient_not_ambiguous() 
     events = Events()
 
     async def run() -> None:
-        async with ToApisClient(CANARY, f"http://127.0.0.1:{port}", retry=FAST,
-                                on_event=events) as client:
+        async with ToApisClient(
+            CANARY, f"http://127.0.0.1:{port}", retry=FAST, on_event=events
+        ) as client:
             await client.submit(model=MODEL, prompt="x", size="1:1")
 
     with pytest.raises(TransientError):
@@ -400,8 +429,9 @@ def test_an_upload_is_retried_even_after_a_lost_answer(make_emulator: Factory) -
 
     async def run() -> str:
         async with client_for(emu, on_event=events) as client:
-            uploaded = await client.upload_image(image_bytes(), filename="a.png",
-                                                 mime_type="image/png")
+            uploaded = await client.upload_image(
+                image_bytes(), filename="a.png", mime_type="image/png"
+            )
             return uploaded.url
 
     assert asyncio.run(run()).startswith(emu.files_url)
@@ -569,8 +599,9 @@ def test_client_side_limits_space_submits_so_the_server_never_refuses(
     async def run() -> float:
         async with client_for(emu, on_event=events) as client:
             started = time.monotonic()
-            await asyncio.gather(*(client.submit(model=MODEL, prompt=f"p{i}", size="1:1")
-                                   for i in range(12)))
+            await asyncio.gather(
+                *(client.submit(model=MODEL, prompt=f"p{i}", size="1:1") for i in range(12))
+            )
             return time.monotonic() - started
 
     elapsed = asyncio.run(run())
@@ -578,8 +609,9 @@ def test_client_side_limits_space_submits_so_the_server_never_refuses(
     stats = emu.stats()
     assert stats["rate_limited"] == 0 and "429" not in stats["responses_by_status"]
     assert len(stats["submissions"]) == 12
-    assert events.named("rate_wait") and all(e["bucket"] == "submit"
-                                             for e in events.named("rate_wait"))
+    assert events.named("rate_wait") and all(
+        e["bucket"] == "submit" for e in events.named("rate_wait")
+    )
 
 
 def test_without_client_side_limits_the_server_refuses_a_burst(make_emulator: Factory) -> None:
@@ -587,8 +619,9 @@ def test_without_client_side_limits_the_server_refuses_a_burst(make_emulator: Fa
 
     async def run() -> list[Any]:
         results: list[Any] = []
-        async with client_for(emu, rate_limits=RateLimits.unlimited(),
-                              retry=RetryPolicy(attempts=1)) as client:
+        async with client_for(
+            emu, rate_limits=RateLimits.unlimited(), retry=RetryPolicy(attempts=1)
+        ) as client:
             for i in range(7):
                 try:
                     results.append(await client.submit(model=MODEL, prompt=f"p{i}", size="1:1"))
@@ -602,10 +635,12 @@ def test_without_client_side_limits_the_server_refuses_a_burst(make_emulator: Fa
 
 
 def test_the_query_bucket_limits_polls_and_balance() -> None:
-    limits = RateLimits(submit_per_s=5, submit_burst_10s=50, query_per_s=4, query_burst_10s=40,
-                        slack_s=0.0)
+    limits = RateLimits(
+        submit_per_s=5, submit_burst_10s=50, query_per_s=4, query_burst_10s=40, slack_s=0.0
+    )
     emulator = Emulator(EmulatorConfig(api_key=CANARY, rate_limits=None)).start()
     try:
+
         async def run() -> float:
             async with client_for(emulator, rate_limits=limits) as client:
                 started = time.monotonic()
@@ -620,7 +655,11 @@ def test_the_query_bucket_limits_polls_and_balance() -> None:
 def test_account_groups_have_the_documented_limits() -> None:
     vip = RateLimits.for_group("vip")
     assert (vip.submit_per_s, vip.submit_burst_10s, vip.query_per_s, vip.query_burst_10s) == (
-        16.7, 167, 166.7, 1667)
+        16.7,
+        167,
+        166.7,
+        1667,
+    )
     svip = RateLimits.for_group("svip")
     assert (svip.submit_per_s, svip.query_burst_10s) == (33.3, 5000)
     with pytest.raises(ValueError):
@@ -644,11 +683,13 @@ def test_a_submit_rate_holds_submissions_to_it_over_the_wire() -> None:
     assert limits.sustained_submit_rate == 8
     emulator = Emulator(EmulatorConfig(api_key=CANARY, latency=0.0, rate_limits=None)).start()
     try:
+
         async def run() -> float:
             async with client_for(emulator, rate_limits=limits) as client:
                 started = time.monotonic()
-                await asyncio.gather(*(client.submit(model=MODEL, prompt=f"p{i}", size="1:1")
-                                       for i in range(10)))
+                await asyncio.gather(
+                    *(client.submit(model=MODEL, prompt=f"p{i}", size="1:1") for i in range(10))
+                )
                 return time.monotonic() - started
 
         # 8 in the first second, the 9th and 10th one second after the first.
@@ -700,8 +741,9 @@ def foreign_host() -> Iterator[Callable[..., tuple[str, list[tuple[str, str, dic
         seen: list[tuple[str, str, dict[str, str]]] = []
         handler = type("Recorder", (_Recorder,), {"seen": seen, "redirect_to": redirect_to})
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_port}", seen
 
@@ -718,11 +760,13 @@ def test_uploads_and_downloads_never_carry_the_key_to_the_files_host(
 
     async def run() -> None:
         async with client_for(emu) as client:
-            uploaded = await client.upload_image(image_bytes(), filename="a.png",
-                                                 mime_type="image/png")
+            uploaded = await client.upload_image(
+                image_bytes(), filename="a.png", mime_type="image/png"
+            )
             await client.download(uploaded.url)
-            task = await client.submit(model=MODEL, prompt="x", size="1:1",
-                                       image_urls=[uploaded.url])
+            task = await client.submit(
+                model=MODEL, prompt="x", size="1:1", image_urls=[uploaded.url]
+            )
             await client.download((await finish(client, task)).url or "")
 
     asyncio.run(run())
@@ -767,8 +811,17 @@ def test_an_api_redirect_to_another_host_is_not_followed(foreign_host: Any) -> N
 def test_the_key_appears_in_no_error_repr_or_log_line_across_faults(
     make_emulator: Factory,
 ) -> None:
-    faults = Faults(error_500=0.15, error_503=0.1, html_502=0.1, reset=0.1, malformed_json=0.1,
-                    rate_429=0.1, slow=0.05, slow_seconds=1.0, task_failed=0.3)
+    faults = Faults(
+        error_500=0.15,
+        error_503=0.1,
+        html_502=0.1,
+        reset=0.1,
+        malformed_json=0.1,
+        rate_429=0.1,
+        slow=0.05,
+        slow_seconds=1.0,
+        task_failed=0.3,
+    )
     emu = make_emulator(faults=faults, seed=3)
     errors: list[BaseException] = []
     policy = RetryPolicy(attempts=3, base=0.01, cap=0.02, retry_after_cap=0.02)
@@ -783,8 +836,9 @@ def test_the_key_appears_in_no_error_repr_or_log_line_across_faults(
     async def run() -> None:
         async with client_for(emu, retry=policy, timeout=0.3) as client:
             assert CANARY not in repr(client) + str(client)
-            await attempt(client.upload_image(image_bytes(), filename="a.png",
-                                              mime_type="image/png"))
+            await attempt(
+                client.upload_image(image_bytes(), filename="a.png", mime_type="image/png")
+            )
             for i in range(6):
                 task = await attempt(client.submit(model=MODEL, prompt=f"p{i}", size="1:1"))
                 if task is not None:

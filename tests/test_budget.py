@@ -22,8 +22,14 @@ from promptdrop.outputs import note_path
 from promptdrop.service.runner import WatchOptions, run, scan
 from promptdrop.spec import RuleConfig, rules_for_folders
 
-FAST = EngineOptions(poll_first=0.05, poll_interval=0.05, retry_later=0.1, pause_first=0.3,
-                     pause_cap=0.6, budget_check=0.05)
+FAST = EngineOptions(
+    poll_first=0.05,
+    poll_interval=0.05,
+    retry_later=0.1,
+    pause_first=0.3,
+    pause_cap=0.6,
+    budget_check=0.05,
+)
 S = JobState
 
 
@@ -46,14 +52,21 @@ def _rule(folder: Path, budget: int | None, *, max_in_flight: int = 10) -> RuleC
 
 
 @asynccontextmanager
-async def _engine(state: Path, emu: Emulator, rule: RuleConfig, clock: Clock, *,
-                  options: EngineOptions = FAST,
-                  retry: RetryPolicy | None = None) -> AsyncIterator[Engine]:
+async def _engine(
+    state: Path,
+    emu: Emulator,
+    rule: RuleConfig,
+    clock: Clock,
+    *,
+    options: EngineOptions = FAST,
+    retry: RetryPolicy | None = None,
+) -> AsyncIterator[Engine]:
     ledger = Ledger(state / LEDGER_NAME, clock=clock)
     try:
         ledger.recover()
-        async with ToApisClient(CANARY, emu.base_url, rate_limits=RateLimits.unlimited(),
-                                retry=retry) as client:
+        async with ToApisClient(
+            CANARY, emu.base_url, rate_limits=RateLimits.unlimited(), retry=retry
+        ) as client:
             engine = Engine(ledger, client, [rule], options, clock=clock)
             try:
                 yield engine
@@ -92,8 +105,9 @@ def _submitted(emu: Emulator) -> int:
 
 
 def _waiting_notes(paths: list[Path]) -> list[Path]:
-    return [p for p in paths
-            if note_path(p).exists() and "daily budget" in note_path(p).read_text()]
+    return [
+        p for p in paths if note_path(p).exists() and "daily budget" in note_path(p).read_text()
+    ]
 
 
 def _made(paths: list[Path]) -> list[Path]:
@@ -101,7 +115,8 @@ def _made(paths: list[Path]) -> list[Path]:
 
 
 def test_a_spent_budget_makes_the_rest_wait_with_a_note_and_status_says_so(
-        tmp_path: Path, emulator: Emulator) -> None:
+    tmp_path: Path, emulator: Emulator
+) -> None:
     folder = tmp_path / "drop"
     paths = _prompts(folder, 5)
     rule = _rule(folder, 3)
@@ -130,7 +145,8 @@ def test_a_spent_budget_makes_the_rest_wait_with_a_note_and_status_says_so(
 
 
 def test_at_midnight_waiting_files_start_by_themselves_within_each_days_budget(
-        tmp_path: Path, emulator: Emulator) -> None:
+    tmp_path: Path, emulator: Emulator
+) -> None:
     folder = tmp_path / "drop"
     paths = _prompts(folder, 5)
     rule = _rule(folder, 2)
@@ -161,7 +177,8 @@ def test_at_midnight_waiting_files_start_by_themselves_within_each_days_budget(
 
 
 def test_waiting_jobs_survive_a_restart_and_start_on_the_next_day(
-        tmp_path: Path, emulator: Emulator) -> None:
+    tmp_path: Path, emulator: Emulator
+) -> None:
     folder = tmp_path / "drop"
     paths = _prompts(folder, 4)
     rule = _rule(folder, 2)
@@ -190,7 +207,8 @@ def test_waiting_jobs_survive_a_restart_and_start_on_the_next_day(
 
 
 def test_many_jobs_reaching_the_last_unit_of_budget_at_once_submit_only_the_budget(
-        tmp_path: Path, emulator: Emulator) -> None:
+    tmp_path: Path, emulator: Emulator
+) -> None:
     """The references make every job await an upload between its first budget look and its
     intent: only the check made together with the commit keeps the count right."""
     folder = tmp_path / "drop"
@@ -215,7 +233,8 @@ def test_many_jobs_reaching_the_last_unit_of_budget_at_once_submit_only_the_budg
 
 
 def test_a_submission_the_api_refused_does_not_use_up_the_budget(
-        tmp_path: Path, emulator: Emulator) -> None:
+    tmp_path: Path, emulator: Emulator
+) -> None:
     """429s create nothing: the intents they cost are given back to the day's budget."""
     folder = tmp_path / "drop"
     paths = _prompts(folder, 2)
@@ -224,14 +243,19 @@ def test_a_submission_the_api_refused_does_not_use_up_the_budget(
     emulator.set_faults(Faults(rate_429=1.0, endpoints=("submit",)))
 
     async def main() -> None:
-        async with _engine(tmp_path / "state", emulator, rule, clock,
-                           retry=RetryPolicy(attempts=1)) as engine:
+        async with _engine(
+            tmp_path / "state", emulator, rule, clock, retry=RetryPolicy(attempts=1)
+        ) as engine:
             await _take_up(engine, rule)
             await _until(lambda: emulator.stats()["submit_requests"] >= 4, "refused submits")
             emulator.set_faults(Faults())
             await engine.wait_idle()
-            intents = sum(1 for job in engine.ledger.jobs() for e in engine.ledger.events(job.id)
-                          if e["to_state"] == "submitting")
+            intents = sum(
+                1
+                for job in engine.ledger.jobs()
+                for e in engine.ledger.events(job.id)
+                if e["to_state"] == "submitting"
+            )
             assert intents >= 4  # the refused ones were real intents, counted and given back
             assert engine.budget_left(rule.name) == 0
 
@@ -241,7 +265,8 @@ def test_a_submission_the_api_refused_does_not_use_up_the_budget(
 
 
 def test_deleting_a_waiting_file_fails_its_job_and_bringing_it_back_waits_again(
-        tmp_path: Path, emulator: Emulator) -> None:
+    tmp_path: Path, emulator: Emulator
+) -> None:
     folder = tmp_path / "drop"
     paths = _prompts(folder, 2)
     rule = _rule(folder, 1)
@@ -276,7 +301,8 @@ def test_deleting_a_waiting_file_fails_its_job_and_bringing_it_back_waits_again(
 
 
 def test_raising_the_budget_on_reload_starts_waiting_files_at_once(
-        tmp_path: Path, emulator: Emulator) -> None:
+    tmp_path: Path, emulator: Emulator
+) -> None:
     folder = tmp_path / "drop"
     paths = _prompts(folder, 3)
     rule = _rule(folder, 1)
@@ -306,8 +332,14 @@ def test_once_exits_0_when_the_only_unfinished_files_wait_for_the_budget(
     _prompts(folder, 3)
     rules = rules_for_folders([folder])
     rules.rules[0] = _rule(folder, 2)
-    opts = WatchOptions(rules=rules, state_dir=state, api_key=CANARY,
-                        base_url=emulator.base_url, once=True, engine=FAST)
+    opts = WatchOptions(
+        rules=rules,
+        state_dir=state,
+        api_key=CANARY,
+        base_url=emulator.base_url,
+        once=True,
+        engine=FAST,
+    )
 
     assert asyncio.run(run(opts)) == 0
 

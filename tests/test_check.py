@@ -69,8 +69,7 @@ def test_a_file_promptdrop_does_not_read_is_a_usage_error(tmp_path: Path) -> Non
     assert "is not a prompt file" in lines[0]
 
 
-def test_hidden_folders_backups_and_other_toml_files_in_folders_are_skipped(
-        tmp_path: Path) -> None:
+def test_hidden_folders_backups_and_other_toml_files_in_folders_are_skipped(tmp_path: Path) -> None:
     write(tmp_path / "a.prompt.toml", 'prompt = "fox"\n')
     write(tmp_path / ".git" / "x.prompt.toml", "broken = \n")
     write(tmp_path / ".hidden.prompt.toml", "broken = \n")
@@ -91,8 +90,10 @@ def test_an_explicit_rules_file_is_checked_as_rules(tmp_path: Path) -> None:
     bad = write(tmp_path / "bad.toml", '[[rules]]\nname = "a"\npath = "d"\nsetle = 1\n')
     rc, lines = check(good, bad)
     assert rc == 1
-    assert lines == [f"{bad}:4:1: rule 'a': unknown key 'setle': did you mean 'settle'?",
-                     "checked 2 files: 1 with problems"]
+    assert lines == [
+        f"{bad}:4:1: rule 'a': unknown key 'setle': did you mean 'settle'?",
+        "checked 2 files: 1 with problems",
+    ]
 
 
 def test_a_broken_defaults_file_is_reported_once(tmp_path: Path) -> None:
@@ -101,14 +102,17 @@ def test_a_broken_defaults_file_is_reported_once(tmp_path: Path) -> None:
         write(tmp_path / f"{name}.prompt.toml", 'prompt = "fox"\n')
     rc, lines = check(tmp_path)
     assert rc == 1
-    assert lines == [f"{defaults}:1:1: unknown key 'sise': did you mean 'size'?",
-                     "checked 4 files: 4 with problems"]
+    assert lines == [
+        f"{defaults}:1:1: unknown key 'sise': did you mean 'size'?",
+        "checked 4 files: 4 with problems",
+    ]
 
 
 def test_a_file_argument_has_its_own_folder_as_root_unless_root_is_given(tmp_path: Path) -> None:
     Image.new("RGB", (8, 8)).save(tmp_path / "shared.png")
-    prompt = write(tmp_path / "sub" / "a.prompt.toml",
-                   'prompt = "fox"\nreferences = ["../shared.png"]\n')
+    prompt = write(
+        tmp_path / "sub" / "a.prompt.toml", 'prompt = "fox"\nreferences = ["../shared.png"]\n'
+    )
     rc, lines = check(prompt)
     assert rc == 1
     assert "points outside the watched folder" in lines[0]
@@ -119,8 +123,10 @@ def test_defaults_references_are_checked_against_the_root(tmp_path: Path) -> Non
     defaults = write(tmp_path / ".promptdrop.toml", 'references = ["gone.png"]\n')
     rc, lines = check(defaults)
     assert rc == 1
-    assert lines[0] == (f"{defaults}:1:1: reference 'gone.png' was not found "
-                        f"(looked for {tmp_path.resolve() / 'gone.png'})")
+    assert lines[0] == (
+        f"{defaults}:1:1: reference 'gone.png' was not found "
+        f"(looked for {tmp_path.resolve() / 'gone.png'})"
+    )
 
 
 def test_a_fifo_in_a_folder_is_refused_without_blocking(tmp_path: Path) -> None:
@@ -131,8 +137,11 @@ def test_a_fifo_in_a_folder_is_refused_without_blocking(tmp_path: Path) -> None:
 
 
 def test_the_shipped_examples_and_rules_files_are_valid() -> None:
-    rc, lines = check(REPO / "rules" / "examples", REPO / "rules" / "basic.rules.toml",
-                      REPO / "rules" / "shared-drive.rules.toml")
+    rc, lines = check(
+        REPO / "rules" / "examples",
+        REPO / "rules" / "basic.rules.toml",
+        REPO / "rules" / "shared-drive.rules.toml",
+    )
     assert rc == 0, lines
     assert len(list((REPO / "rules" / "examples").glob("*.prompt.toml"))) >= 4
 
@@ -146,8 +155,13 @@ def test_the_cli_exit_codes_are_0_1_and_2(tmp_path: Path) -> None:
     bad = write(tmp_path / "bad" / "a.prompt.toml", 'prompt = "fox"\ncount = 0\n')
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "promptdrop", "check", *args],
-                              capture_output=True, text=True, timeout=60, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "promptdrop", "check", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     ok = run(str(good.parent))
     assert (ok.returncode, ok.stdout) == (0, "checked 1 file: all valid\n")

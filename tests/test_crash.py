@@ -71,8 +71,10 @@ class Ledger:
 
     def jobs(self) -> list[tuple[str, int, str]]:
         """(request hash, image index, state) of every job."""
-        return [(h, i, s) for h, i, s in
-                self._query("SELECT request_hash, image_index, state FROM jobs")]
+        return [
+            (h, i, s)
+            for h, i, s in self._query("SELECT request_hash, image_index, state FROM jobs")
+        ]
 
     def state_by_source(self) -> dict[str, str]:
         """Prompt file path -> the state of its (single) job."""
@@ -99,11 +101,21 @@ class Rig:
         return Ledger(self.state / "ledger.sqlite3")
 
     def start(self, crash_at: str | None = None) -> Daemon:
-        rules = rules_file(self.tmp / "rules.toml", self.folder, settle=0.2,
-                           max_in_flight=MAX_IN_FLIGHT, account_group="svip")
+        rules = rules_file(
+            self.tmp / "rules.toml",
+            self.folder,
+            settle=0.2,
+            max_in_flight=MAX_IN_FLIGHT,
+            account_group="svip",
+        )
         extra = {"PROMPTDROP_CRASH_AT": crash_at} if crash_at is not None else {}
-        daemon = spawn(rules, self.state, daemon_env(self.emu.base_url, extra=extra),
-                       cwd=self.tmp, name=f"daemon{len(self.daemons)}")
+        daemon = spawn(
+            rules,
+            self.state,
+            daemon_env(self.emu.base_url, extra=extra),
+            cwd=self.tmp,
+            name=f"daemon{len(self.daemons)}",
+        )
         self.daemons.append(daemon)
         return daemon
 
@@ -145,21 +157,23 @@ def _settled(rig: Rig, sources: list[Path]) -> bool:
 # ---------------------------------------------------------------------------------- crash loop
 
 
-def test_random_sigkills_never_pay_twice_lose_an_image_or_leave_a_partial_file(
-        rig: Rig) -> None:
+def test_random_sigkills_never_pay_twice_lose_an_image_or_leave_a_partial_file(rig: Rig) -> None:
     long = os.environ.get("PROMPTDROP_LONG") == "1"
     n_files, kills = (200, 30) if long else (60, 8)
     rng = random.Random(20240611)
-    sources = [rig.drop(f"p{i:03d}.prompt.toml", f"crash loop prompt number {i}")
-               for i in range(n_files)]
+    sources = [
+        rig.drop(f"p{i:03d}.prompt.toml", f"crash loop prompt number {i}") for i in range(n_files)
+    ]
 
     for _ in range(kills):
         daemon = rig.start()
         # Mostly measured from the moment the ledger is open (so the kill lands in real work);
         # sometimes from the exec, so that start-up and recovery get killed too.
         if rng.random() < 0.75:
-            wait_for(lambda d=daemon: d.opened() or d.proc.poll() is not None,  # type: ignore[misc]
-                     "the daemon to open its ledger")
+            wait_for(
+                lambda d=daemon: d.opened() or d.proc.poll() is not None,  # type: ignore[misc]
+                "the daemon to open its ledger",
+            )
         time.sleep(rng.uniform(0.1, 1.0))
         assert daemon.proc.poll() is None, f"the daemon exited on its own:\n{daemon.log()}"
         daemon.kill()
@@ -167,8 +181,12 @@ def test_random_sigkills_never_pay_twice_lose_an_image_or_leave_a_partial_file(
     final = rig.start()
     # The ledger may already look finished: wait until this daemon is up before judging it.
     final.wait_watching()
-    wait_for(lambda: _settled(rig, sources), "every prompt file to be finished",
-             timeout=120 if long else 60, daemon=final)
+    wait_for(
+        lambda: _settled(rig, sources),
+        "every prompt file to be finished",
+        timeout=120 if long else 60,
+        daemon=final,
+    )
     assert final.terminate(15) == 0, final.log()
     assert _settled(rig, sources), "not every prompt file reached a final state"
 
@@ -215,9 +233,14 @@ def test_random_sigkills_never_pay_twice_lose_an_image_or_leave_a_partial_file(
         else:
             assert name.endswith((".prompt.toml", ".error.txt")), name
 
-    figures = {"files": n_files, "kills": kills, "ambiguous": len(ambiguous),
-               "duplicates": duplicates, "losses": losses,
-               "submissions": sum(paid.values())}
+    figures = {
+        "files": n_files,
+        "kills": kills,
+        "ambiguous": len(ambiguous),
+        "duplicates": duplicates,
+        "losses": losses,
+        "submissions": sum(paid.values()),
+    }
     print("crash loop:", json.dumps(figures))
     record("crash_loop", figures)
 
@@ -249,8 +272,11 @@ def _kill_at(rig: Rig, point: str) -> Daemon:
     if point == HELD_ANSWER:
         rig.emu.set_faults(Faults(slow=1.0, slow_seconds=20.0, endpoints=("submit",)))
         doomed = rig.start()
-        wait_for(lambda: rig.emu.stats()["submissions"], "the emulator to record the submission",
-                 daemon=doomed)
+        wait_for(
+            lambda: rig.emu.stats()["submissions"],
+            "the emulator to record the submission",
+            daemon=doomed,
+        )
         doomed.kill()
         rig.emu.set_faults(Faults())
         return doomed
@@ -265,7 +291,8 @@ def _kill_at(rig: Rig, point: str) -> Daemon:
 @pytest.mark.parametrize("repeat", [0, 1])
 @pytest.mark.parametrize("point", list(EXPECTED))
 def test_a_kill_at_each_crash_point_recovers_to_the_safe_outcome(
-        rig: Rig, point: str, repeat: int) -> None:
+    rig: Rig, point: str, repeat: int
+) -> None:
     state, paid, image_expected = EXPECTED[point]
     prompt = f"a lighthouse at dusk ({point} #{repeat})"
     source = rig.drop("poster.prompt.toml", prompt)
@@ -274,8 +301,9 @@ def test_a_kill_at_each_crash_point_recovers_to_the_safe_outcome(
     assert doomed.proc.returncode == -signal.SIGKILL, doomed.log()
 
     again = rig.start().wait_watching()
-    wait_for(lambda: _settled(rig, [source]), f"the job to finish after a crash at {point}",
-             daemon=again)
+    wait_for(
+        lambda: _settled(rig, [source]), f"the job to finish after a crash at {point}", daemon=again
+    )
     assert again.terminate(15) == 0, again.log()
 
     assert rig.ledger.state_by_source() == {str(source): state}

@@ -63,14 +63,25 @@ class Setup:
     state: Path
     daemons: list[Daemon] = field(default_factory=list)
 
-    def start(self, *, settle: float = SETTLE, state: Path | None = None,
-              ready: bool = True) -> Daemon:
+    def start(
+        self, *, settle: float = SETTLE, state: Path | None = None, ready: bool = True
+    ) -> Daemon:
         """Start `promptdrop watch --rules ...` and (with ready) wait until it watches."""
         # svip: the largest documented rate limits, so 50 files are not held at 5 per second.
-        rules = rules_file(self.tmp / f"rules-{settle}.toml", self.folder, settle=settle,
-                           max_in_flight=16, account_group="svip")
-        daemon = spawn(rules, state or self.state, daemon_env(self.emu.base_url), cwd=self.tmp,
-                       name=f"daemon{len(self.daemons)}")
+        rules = rules_file(
+            self.tmp / f"rules-{settle}.toml",
+            self.folder,
+            settle=settle,
+            max_in_flight=16,
+            account_group="svip",
+        )
+        daemon = spawn(
+            rules,
+            state or self.state,
+            daemon_env(self.emu.base_url),
+            cwd=self.tmp,
+            name=f"daemon{len(self.daemons)}",
+        )
         self.daemons.append(daemon)
         return daemon.wait_watching(timeout=20) if ready else daemon
 
@@ -78,11 +89,20 @@ class Setup:
         """Run another promptdrop command to completion with the same environment."""
         return cli(*args, env=daemon_env(self.emu.base_url), cwd=self.tmp)
 
-    def once(self, folder: Path | None = None,
-             state: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return self.cli("watch", "--once", str(folder or self.folder), "--state-dir",
-                        str(state or self.state), "--poll-interval", "0.1",
-                        "--log-format", "json")
+    def once(
+        self, folder: Path | None = None, state: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return self.cli(
+            "watch",
+            "--once",
+            str(folder or self.folder),
+            "--state-dir",
+            str(state or self.state),
+            "--poll-interval",
+            "0.1",
+            "--log-format",
+            "json",
+        )
 
     def status(self, state: Path | None = None) -> dict[str, Any]:
         done = self.cli("status", "--json", "--state-dir", str(state or self.state))
@@ -98,14 +118,15 @@ class Setup:
         """The prompt of every task the emulator created (every paid submission)."""
         return [s["prompt"] for s in self.emu.stats()["submissions"]]
 
-    def drop(self, name: str, prompt: str, *, size: str | None = None,
-             folder: Path | None = None) -> Path:
+    def drop(
+        self, name: str, prompt: str, *, size: str | None = None, folder: Path | None = None
+    ) -> Path:
         return write_prompt((folder or self.folder) / name, prompt, size)
 
-    def image(self, source: Path, daemon: Daemon | None = None,
-              timeout: float = 20.0) -> Path:
-        found = wait_for(lambda: image_for(source), f"an image for {source.name}",
-                         timeout=timeout, daemon=daemon)
+    def image(self, source: Path, daemon: Daemon | None = None, timeout: float = 20.0) -> Path:
+        found = wait_for(
+            lambda: image_for(source), f"an image for {source.name}", timeout=timeout, daemon=daemon
+        )
         assert found is not None
         return found
 
@@ -127,16 +148,14 @@ def _make_setup(tmp_path: Path, emu: Emulator) -> Iterator[Setup]:
 @pytest.fixture
 def pd(tmp_path: Path) -> Iterator[Setup]:
     """A fast emulator (0.2 s per task) that only accepts the canary key."""
-    with Emulator(EmulatorConfig(api_key=CANARY, latency=0.2, jitter=0.0,
-                                 rate_limits=None)) as emu:
+    with Emulator(EmulatorConfig(api_key=CANARY, latency=0.2, jitter=0.0, rate_limits=None)) as emu:
         yield from _make_setup(tmp_path, emu)
 
 
 @pytest.fixture
 def slow_pd(tmp_path: Path) -> Iterator[Setup]:
     """An emulator whose tasks take 3 s, so the daemon can be stopped while one runs."""
-    with Emulator(EmulatorConfig(api_key=CANARY, latency=3.0, jitter=0.0,
-                                 rate_limits=None)) as emu:
+    with Emulator(EmulatorConfig(api_key=CANARY, latency=3.0, jitter=0.0, rate_limits=None)) as emu:
         yield from _make_setup(tmp_path, emu)
 
 
@@ -164,8 +183,7 @@ def test_fifty_files_dropped_at_once_are_each_submitted_exactly_once(pd: Setup) 
     daemon = pd.start()
     wanted = [f"a lighthouse number {i}" for i in range(50)]
     sources = [pd.drop(f"p{i:02d}.prompt.toml", p) for i, p in enumerate(wanted)]
-    wait_for(lambda: all(image_for(s) for s in sources), "50 images", timeout=40,
-             daemon=daemon)
+    wait_for(lambda: all(image_for(s) for s in sources), "50 images", timeout=40, daemon=daemon)
     time.sleep(3 * SETTLE)  # a late duplicate would show up here
     assert Counter(pd.prompts()) == Counter(wanted)
     jobs = pd.jobs()
@@ -216,7 +234,8 @@ def test_an_edit_submits_once_and_keeps_the_earlier_image_as_v1(pd: Setup) -> No
     assert new is not None and new.read_bytes() != before
     pixel_size(new)
     assert sorted(p.name for p in pd.folder.iterdir()) == sorted(
-        ["poster.prompt.toml", kept.name, new.name])
+        ["poster.prompt.toml", kept.name, new.name]
+    )
 
 
 def test_a_copy_of_a_prompt_file_gets_the_image_without_paying(pd: Setup) -> None:
@@ -254,7 +273,8 @@ def test_a_file_written_slowly_is_submitted_once_after_it_settles(pd: Setup) -> 
 
 
 def test_a_daemon_killed_mid_task_finishes_it_after_restart_without_paying_again(
-        slow_pd: Setup) -> None:
+    slow_pd: Setup,
+) -> None:
     pd = slow_pd
     daemon = pd.start()
     source = pd.drop("poster.prompt.toml", "a red fox")
@@ -274,7 +294,8 @@ def test_a_daemon_killed_mid_task_finishes_it_after_restart_without_paying_again
 
 
 def test_a_foreign_file_under_the_image_name_blocks_the_prompt_and_stays_untouched(
-        pd: Setup) -> None:
+    pd: Setup,
+) -> None:
     foreign = pd.folder / "poster.png"
     buf = io.BytesIO()
     Image.new("RGB", (16, 16), (200, 10, 10)).save(buf, "PNG")
@@ -291,10 +312,14 @@ def test_a_foreign_file_under_the_image_name_blocks_the_prompt_and_stays_untouch
     text = note.read_text(encoding="utf-8")
     assert "poster.png" in text and "What to do" in text
     assert sorted(p.name for p in pd.folder.iterdir()) == [
-        "poster.error.txt", "poster.png", "poster.prompt.toml"]
+        "poster.error.txt",
+        "poster.png",
+        "poster.prompt.toml",
+    ]
     refused = pd.status()["refused_files"]
     assert [(r["path"], r["status"]) for r in refused] == [
-        (str(pd.folder / "poster.prompt.toml"), "blocked")]
+        (str(pd.folder / "poster.prompt.toml"), "blocked")
+    ]
 
 
 def test_watch_once_exits_0_when_every_image_is_made(pd: Setup) -> None:
@@ -341,8 +366,7 @@ def test_retry_turns_a_failed_job_into_a_done_one_on_the_next_once_run(pd: Setup
     assert [j["state"] for j in pd.jobs()] == ["done"]
 
 
-def test_an_invalid_file_gets_a_note_costs_nothing_and_the_daemon_keeps_working(
-        pd: Setup) -> None:
+def test_an_invalid_file_gets_a_note_costs_nothing_and_the_daemon_keeps_working(pd: Setup) -> None:
     daemon = pd.start()
     pd.drop("bad.prompt.toml", "a red fox", size="5:7")
     note = pd.folder / "bad.error.txt"
@@ -358,8 +382,7 @@ def test_an_invalid_file_gets_a_note_costs_nothing_and_the_daemon_keeps_working(
     assert note.exists()
 
 
-def test_sigterm_stops_the_daemon_during_a_task_and_a_restart_finishes_it(
-        slow_pd: Setup) -> None:
+def test_sigterm_stops_the_daemon_during_a_task_and_a_restart_finishes_it(slow_pd: Setup) -> None:
     pd = slow_pd
     daemon = pd.start()
     source = pd.drop("poster.prompt.toml", "a red fox")
@@ -410,8 +433,10 @@ def test_the_api_key_appears_in_no_log_file_ledger_or_status(pd: Setup) -> None:
     folder_files = {str(p): p.read_bytes() for p in pd.folder.rglob("*") if p.is_file()}
     logs = {str(d.stdout): d.stdout.read_bytes() for d in pd.daemons}
     logs |= {str(d.stderr): d.stderr.read_bytes() for d in pd.daemons}
-    outputs = {"status --json": (status.stdout + status.stderr).encode(),
-               "status": (plain.stdout + plain.stderr).encode()}
+    outputs = {
+        "status --json": (status.stdout + status.stderr).encode(),
+        "status": (plain.stdout + plain.stderr).encode(),
+    }
     assert b"watching" in logs[str(daemon.stderr)]
     assert len(folder_files) == 4
     for where in (running, stopped, folder_files, logs, outputs):
@@ -426,8 +451,11 @@ def test_a_prompt_file_deleted_while_its_task_runs_gets_no_image(slow_pd: Setup)
     source = pd.drop("poster.prompt.toml", "a red fox")
     wait_for(lambda: _running_job(pd), "the job to be running", daemon=daemon)
     source.unlink()
-    job = wait_for(lambda: [j for j in pd.jobs() if j["state"] in ("done", "failed")],
-                   "the job to finish", daemon=daemon)
+    job = wait_for(
+        lambda: [j for j in pd.jobs() if j["state"] in ("done", "failed")],
+        "the job to finish",
+        daemon=daemon,
+    )
     assert [(j["state"], j["outputs"]) for j in job] == [("done", [])]
     time.sleep(2 * SETTLE)
     assert list(pd.folder.iterdir()) == []
@@ -437,8 +465,14 @@ def test_a_prompt_file_deleted_while_its_task_runs_gets_no_image(slow_pd: Setup)
 def test_a_key_given_in_a_file_is_used_and_that_file_alone_holds_it(pd: Setup) -> None:
     key = key_file(pd.tmp / "toapis-api-key")  # the session's canary scan skips this file only
     rules = rules_file(pd.tmp / "rules-keyfile.toml", pd.folder, settle=SETTLE)
-    daemon = spawn(rules, pd.state, daemon_env(pd.emu.base_url, key=None), cwd=pd.tmp,
-                   name="keyfile", args=("--api-key-file", str(key)))
+    daemon = spawn(
+        rules,
+        pd.state,
+        daemon_env(pd.emu.base_url, key=None),
+        cwd=pd.tmp,
+        name="keyfile",
+        args=("--api-key-file", str(key)),
+    )
     pd.daemons.append(daemon)
     daemon.wait_watching(timeout=20)
     source = pd.drop("poster.prompt.toml", "a red fox")

@@ -41,14 +41,18 @@ def _write_failures(state: Path) -> int:
         return 0
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         try:
-            return int(conn.execute(
-                "SELECT COUNT(*) FROM job_events WHERE detail LIKE 'write failed%'").fetchone()[0])
+            return int(
+                conn.execute(
+                    "SELECT COUNT(*) FROM job_events WHERE detail LIKE 'write failed%'"
+                ).fetchone()[0]
+            )
         except sqlite3.OperationalError:
             return 0
 
 
 def test_disk_full_while_writing_leaves_nothing_partial_and_recovers(
-        small_fs: Path, tmp_path: Path, emulator: Emulator) -> None:
+    small_fs: Path, tmp_path: Path, emulator: Emulator
+) -> None:
     source = small_fs / "big.prompt.toml"
     source.write_text('prompt = "a picture that will not fit"\nsize = "16:9"\n')
     filler = fill(small_fs)
@@ -57,10 +61,14 @@ def test_disk_full_while_writing_leaves_nothing_partial_and_recovers(
     assert full.value.errno == errno.ENOSPC
 
     state = tmp_path / "state"
-    opts = WatchOptions(rules=rules_for_folders([small_fs]), state_dir=state, api_key=CANARY,
-                        base_url=emulator.base_url, once=True,
-                        engine=EngineOptions(poll_first=0.05, poll_interval=0.05,
-                                             retry_later=0.2))
+    opts = WatchOptions(
+        rules=rules_for_folders([small_fs]),
+        state_dir=state,
+        api_key=CANARY,
+        base_url=emulator.base_url,
+        once=True,
+        engine=EngineOptions(poll_first=0.05, poll_interval=0.05, retry_later=0.2),
+    )
     result: list[int] = []
     runner = threading.Thread(target=lambda: result.append(asyncio.run(run(opts))))
     runner.start()
@@ -72,7 +80,9 @@ def test_disk_full_while_writing_leaves_nothing_partial_and_recovers(
         # While the disk is full: no final image, no temporary file left behind.
         names = sorted(p.name for p in small_fs.iterdir())
         assert names == ["big.prompt.toml", "filler.bin", "probe"] or names == [
-            "big.prompt.toml", "filler.bin"]
+            "big.prompt.toml",
+            "filler.bin",
+        ]
         filler.unlink()  # space returns
     finally:
         runner.join(timeout=30)
@@ -82,5 +92,11 @@ def test_disk_full_while_writing_leaves_nothing_partial_and_recovers(
         assert img.size == (1792, 1024)
     assert len(emulator.stats()["submissions"]) == 1
     assert not [p for p in small_fs.iterdir() if p.name.startswith(".promptdrop-tmp-")]
-    record("disk_full", {"failed_writes": _write_failures(state), "partial_images": 0,
-                         "submissions": len(emulator.stats()["submissions"])})
+    record(
+        "disk_full",
+        {
+            "failed_writes": _write_failures(state),
+            "partial_images": 0,
+            "submissions": len(emulator.stats()["submissions"]),
+        },
+    )

@@ -21,9 +21,17 @@ SECRET = "sk-doctor-canary-0123456789abcdef"
 
 
 def _env(base_url: str, key: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PROMPTDROP_STATE_DIR", "STATE_DIRECTORY", "CREDENTIALS_DIRECTORY",
-                        "TOAPIS_API_KEY")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "PROMPTDROP_STATE_DIR",
+            "STATE_DIRECTORY",
+            "CREDENTIALS_DIRECTORY",
+            "TOAPIS_API_KEY",
+        )
+    }
     env["TOAPIS_BASE_URL"] = base_url
     if key is not None:
         env["TOAPIS_API_KEY"] = key
@@ -32,15 +40,27 @@ def _env(base_url: str, key: str | None) -> dict[str, str]:
 
 def _rules(tmp_path: Path, *folders: Path) -> Path:
     path = tmp_path / "rules.toml"
-    path.write_text("".join(f'[[rules]]\nname = "r{i}"\npath = {json.dumps(str(f))}\n'
-                            for i, f in enumerate(folders)), encoding="utf-8")
+    path.write_text(
+        "".join(
+            f'[[rules]]\nname = "r{i}"\npath = {json.dumps(str(f))}\n'
+            for i, f in enumerate(folders)
+        ),
+        encoding="utf-8",
+    )
     return path
 
 
-def _doctor(env: dict[str, str], *args: str,
-            prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*prefix, sys.executable, "-m", "promptdrop", "doctor", *args],
-                          capture_output=True, text=True, env=env, timeout=60, check=False)
+def _doctor(
+    env: dict[str, str], *args: str, prefix: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "promptdrop", "doctor", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
 
 
 def _row(output: str, check: str) -> str:
@@ -52,7 +72,7 @@ def _row(output: str, check: str) -> str:
         if line[:at_result].strip() != check:
             continue
         result, fix = [line[at_result:at_fix].strip()], [line[at_fix:].strip()]
-        for more in lines[n + 1:]:
+        for more in lines[n + 1 :]:
             if not more.strip() or more[:at_result].strip():
                 break
             result.append(more[at_result:at_fix].strip())
@@ -71,21 +91,33 @@ def _read_only(folder: Path) -> tuple[str, ...]:
     unshare = shutil.which("unshare")
     if unshare is None:
         pytest.skip("running as root without unshare: cannot make a read-only folder")
-    probe = subprocess.run([unshare, "-m", "sh", "-c",
-                            f"mount --bind -o ro '{folder}' '{folder}'"],
-                           capture_output=True, check=False)
+    probe = subprocess.run(
+        [unshare, "-m", "sh", "-c", f"mount --bind -o ro '{folder}' '{folder}'"],
+        capture_output=True,
+        check=False,
+    )
     if probe.returncode != 0:
-        pytest.skip("running as root without the right to mount: cannot make a read-only "
-                    "folder")
-    return (unshare, "-m", "sh", "-c",
-            f"mount --bind -o ro '{folder}' '{folder}' && exec \"$@\"", "sh")
+        pytest.skip("running as root without the right to mount: cannot make a read-only folder")
+    return (
+        unshare,
+        "-m",
+        "sh",
+        "-c",
+        f"mount --bind -o ro '{folder}' '{folder}' && exec \"$@\"",
+        "sh",
+    )
 
 
 def test_a_healthy_setup_passes_every_check(emulator: Emulator, tmp_path: Path) -> None:
     drop = tmp_path / "drop"
     (drop / "sub").mkdir(parents=True)
-    done = _doctor(_env(emulator.base_url, CANARY), "--rules", str(_rules(tmp_path, drop)),
-                   "--state-dir", str(tmp_path / "state"))
+    done = _doctor(
+        _env(emulator.base_url, CANARY),
+        "--rules",
+        str(_rules(tmp_path, drop)),
+        "--state-dir",
+        str(tmp_path / "state"),
+    )
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
     assert out.splitlines()[0].split() == ["CHECK", "RESULT", "FIX"]
@@ -99,15 +131,19 @@ def test_a_healthy_setup_passes_every_check(emulator: Emulator, tmp_path: Path) 
     assert not any(p.name.startswith(".promptdrop-doctor") for p in drop.iterdir())
 
 
-def test_a_broken_setup_names_each_problem_with_its_fix(emulator: Emulator,
-                                                         tmp_path: Path) -> None:
+def test_a_broken_setup_names_each_problem_with_its_fix(emulator: Emulator, tmp_path: Path) -> None:
     missing = tmp_path / "not-there"
     locked = tmp_path / "locked"
     locked.mkdir()
     prefix = _read_only(locked)
-    done = _doctor(_env(emulator.base_url, SECRET), "--rules",
-                   str(_rules(tmp_path, missing, locked)), "--state-dir",
-                   str(tmp_path / "state"), prefix=prefix)
+    done = _doctor(
+        _env(emulator.base_url, SECRET),
+        "--rules",
+        str(_rules(tmp_path, missing, locked)),
+        "--state-dir",
+        str(tmp_path / "state"),
+        prefix=prefix,
+    )
     out = done.stdout
     assert done.returncode == 1, out + done.stderr
     key = _row(out, "API key")
@@ -126,8 +162,9 @@ def test_an_unreachable_api_is_a_problem_with_a_fix(tmp_path: Path) -> None:
         port = sock.getsockname()[1]
     drop = tmp_path / "drop"
     drop.mkdir()
-    done = _doctor(_env(f"http://127.0.0.1:{port}", SECRET), str(drop),
-                   "--state-dir", str(tmp_path / "state"))
+    done = _doctor(
+        _env(f"http://127.0.0.1:{port}", SECRET), str(drop), "--state-dir", str(tmp_path / "state")
+    )
     out = done.stdout
     assert done.returncode == 1, out + done.stderr
     row = _row(out, "API")

@@ -25,17 +25,26 @@ from promptdrop.outputs import note_path, read_provenance
 from promptdrop.service.runner import WatchOptions, engine_options, rate_limits, run
 from promptdrop.spec import RulesFile, rules_for_folders
 
-FAST = EngineOptions(poll_first=0.05, poll_interval=0.05, retry_later=0.2, pause_first=0.3,
-                     pause_cap=0.6)
+FAST = EngineOptions(
+    poll_first=0.05, poll_interval=0.05, retry_later=0.2, pause_first=0.3, pause_cap=0.6
+)
 
 
-def _opts(folder: Path, state: Path, emu: Emulator, *, max_in_flight: int = 4,
-          resubmit_ambiguous: bool = False) -> WatchOptions:
+def _opts(
+    folder: Path,
+    state: Path,
+    emu: Emulator,
+    *,
+    max_in_flight: int = 4,
+    resubmit_ambiguous: bool = False,
+) -> WatchOptions:
     rules = rules_for_folders([folder])
     rules.rules[0] = rules.rules[0].model_copy(
-        update={"max_in_flight": max_in_flight, "resubmit_ambiguous": resubmit_ambiguous})
-    return WatchOptions(rules=rules, state_dir=state, api_key=CANARY,
-                        base_url=emu.base_url, once=True, engine=FAST)
+        update={"max_in_flight": max_in_flight, "resubmit_ambiguous": resubmit_ambiguous}
+    )
+    return WatchOptions(
+        rules=rules, state_dir=state, api_key=CANARY, base_url=emu.base_url, once=True, engine=FAST
+    )
 
 
 def _once(folder: Path, state: Path, emu: Emulator, **kw: object) -> int:
@@ -49,7 +58,8 @@ def _png(path: Path, colour: tuple[int, int, int] = (10, 200, 30)) -> None:
 
 
 def test_once_makes_every_image_with_provenance_and_exits_zero(
-        tmp_path: Path, emulator: Emulator) -> None:
+    tmp_path: Path, emulator: Emulator
+) -> None:
     folder = tmp_path / "drop"
     folder.mkdir()
     (folder / "cat.prompt.toml").write_text('prompt = "a cat"\nsize = "16:9"\n')
@@ -66,7 +76,10 @@ def test_once_makes_every_image_with_provenance_and_exits_zero(
     assert info["promptdrop:task_id"].startswith(("task_img_", "img_", "tsk_img_"))
     assert (folder / "dogs-1.png").exists() and (folder / "dogs-2.png").exists()
     assert sorted(s["prompt"] for s in emulator.stats()["submissions"]) == [
-        "a cat", "two dogs", "two dogs"]
+        "a cat",
+        "two dogs",
+        "two dogs",
+    ]
 
 
 def test_a_second_run_on_unchanged_files_pays_nothing(tmp_path: Path, emulator: Emulator) -> None:
@@ -80,23 +93,29 @@ def test_a_second_run_on_unchanged_files_pays_nothing(tmp_path: Path, emulator: 
 
 
 def test_a_reference_shared_by_many_prompts_is_uploaded_once(
-        tmp_path: Path, emulator: Emulator) -> None:
+    tmp_path: Path, emulator: Emulator
+) -> None:
     folder = tmp_path / "drop"
     folder.mkdir()
     _png(folder / "style.png")
     for i in range(10):
         (folder / f"p{i}.prompt.toml").write_text(
-            f'prompt = "variation {i}"\nreferences = ["style.png"]\n')
+            f'prompt = "variation {i}"\nreferences = ["style.png"]\n'
+        )
     assert _once(folder, tmp_path / "state", emulator) == 0
     stats = emulator.stats()
     assert len(stats["uploads"]) == 1
     assert len(stats["submissions"]) == 10
-    assert all(s["image_urls"] == [s0] for s in stats["submissions"]
-               for s0 in [stats["submissions"][0]["image_urls"][0]])
+    assert all(
+        s["image_urls"] == [s0]
+        for s in stats["submissions"]
+        for s0 in [stats["submissions"][0]["image_urls"][0]]
+    )
 
 
 def test_a_lost_submit_answer_is_ambiguous_noted_and_never_resent(
-        tmp_path: Path, emulator: Emulator) -> None:
+    tmp_path: Path, emulator: Emulator
+) -> None:
     folder = tmp_path / "drop"
     folder.mkdir()
     source = folder / "lost.prompt.toml"
@@ -120,7 +139,8 @@ def test_a_lost_submit_answer_is_ambiguous_noted_and_never_resent(
 
 
 def test_rules_may_opt_in_to_resubmitting_ambiguous_jobs(
-        tmp_path: Path, emulator: Emulator) -> None:
+    tmp_path: Path, emulator: Emulator
+) -> None:
     folder = tmp_path / "drop"
     folder.mkdir()
     (folder / "x.prompt.toml").write_text('prompt = "opt in"\n')
@@ -132,7 +152,8 @@ def test_rules_may_opt_in_to_resubmitting_ambiguous_jobs(
 
 
 def test_a_refused_key_pauses_submissions_then_work_resumes(
-        tmp_path: Path, emulator: Emulator) -> None:
+    tmp_path: Path, emulator: Emulator
+) -> None:
     folder = tmp_path / "drop"
     folder.mkdir()
     for i in range(5):
@@ -143,7 +164,8 @@ def test_a_refused_key_pauses_submissions_then_work_resumes(
     def heal() -> None:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not any(
-                note_path(folder / f"k{i}.prompt.toml").exists() for i in range(5)):
+            note_path(folder / f"k{i}.prompt.toml").exists() for i in range(5)
+        ):
             time.sleep(0.05)
         time.sleep(1.0)
         emulator.set_faults(Faults())
@@ -166,7 +188,8 @@ def test_a_refused_key_pauses_submissions_then_work_resumes(
 
 
 def test_an_api_refusal_fails_the_job_with_the_api_message(
-        tmp_path: Path, emulator: Emulator) -> None:
+    tmp_path: Path, emulator: Emulator
+) -> None:
     folder = tmp_path / "drop"
     folder.mkdir()
     source = folder / "bad.prompt.toml"
@@ -183,7 +206,9 @@ def test_demo_command_makes_the_example_images(tmp_path: Path) -> None:
     demo = tmp_path / "demo"
     proc = subprocess.run(
         [sys.executable, "-m", "promptdrop", "demo", str(demo)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "TOAPIS_API_KEY": ""},
     )
     assert proc.returncode == 0, proc.stderr
@@ -205,13 +230,13 @@ def _rules_with_api(folder: Path, **api: object) -> RulesFile:
     return rules.model_copy(update={"api": rules.api.model_copy(update=api)})
 
 
-def test_the_rules_files_poll_timing_applies_unless_the_caller_sets_its_own(
-        tmp_path: Path) -> None:
+def test_the_rules_files_poll_timing_applies_unless_the_caller_sets_its_own(tmp_path: Path) -> None:
     rules = _rules_with_api(tmp_path, poll_first=0.3, poll_interval=7.0)
 
     def chosen(engine: EngineOptions) -> tuple[float | None, float | None]:
-        got = engine_options(WatchOptions(rules=rules, state_dir=tmp_path, api_key=CANARY,
-                                          engine=engine))
+        got = engine_options(
+            WatchOptions(rules=rules, state_dir=tmp_path, api_key=CANARY, engine=engine)
+        )
         return got.poll_first, got.poll_interval
 
     # What `watch` passes when --poll-interval is not given: the rules file decides.
@@ -231,13 +256,18 @@ def test_a_submit_rate_in_the_rules_file_sets_the_clients_submit_limit(tmp_path:
 
 
 def test_a_short_poll_first_in_the_rules_file_delivers_a_quick_image_quickly(
-        tmp_path: Path, emulator: Emulator) -> None:
+    tmp_path: Path, emulator: Emulator
+) -> None:
     folder = tmp_path / "drop"
     folder.mkdir()
     (folder / "quick.prompt.toml").write_text('prompt = "a quick one"\n')
-    opts = WatchOptions(rules=_rules_with_api(folder, poll_first=0.1, poll_interval=0.1),
-                        state_dir=tmp_path / "state", api_key=CANARY,
-                        base_url=emulator.base_url, once=True)
+    opts = WatchOptions(
+        rules=_rules_with_api(folder, poll_first=0.1, poll_interval=0.1),
+        state_dir=tmp_path / "state",
+        api_key=CANARY,
+        base_url=emulator.base_url,
+        once=True,
+    )
     started = time.monotonic()
     assert asyncio.run(run(opts)) == 0
     # The docs' default (5 s before the first poll) would take longer than this.
@@ -246,14 +276,16 @@ def test_a_short_poll_first_in_the_rules_file_delivers_a_quick_image_quickly(
 
 
 def test_the_first_poll_is_spread_by_at_most_five_percent_and_later_ones_by_twenty(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     random.seed(7)
 
     async def waits() -> tuple[list[float], list[float], float]:
         with Ledger(tmp_path / LEDGER_NAME) as ledger:
             async with ToApisClient(CANARY, "http://127.0.0.1:9") as client:
-                engine = Engine(ledger, client, [], EngineOptions(poll_first=2.0,
-                                                                  poll_interval=10.0))
+                engine = Engine(
+                    ledger, client, [], EngineOptions(poll_first=2.0, poll_interval=10.0)
+                )
                 firsts, laters = [], []
                 for job_id in range(500):
                     engine._fresh.add(job_id)
@@ -273,40 +305,72 @@ def test_the_first_poll_is_spread_by_at_most_five_percent_and_later_ones_by_twen
 def test_taking_up_a_prompt_file_records_it_and_all_its_jobs_in_one_go(tmp_path: Path) -> None:
     with Ledger(tmp_path / LEDGER_NAME) as ledger:
         request = {"prompt": "three", "references": []}
-        jobs = ledger.take_up(tmp_path / "three.prompt.toml", rule="r", content_sha256="c1",
-                              request_hash="h" * 64, image_count=3, request=request)
+        jobs = ledger.take_up(
+            tmp_path / "three.prompt.toml",
+            rule="r",
+            content_sha256="c1",
+            request_hash="h" * 64,
+            image_count=3,
+            request=request,
+        )
         assert [(j.image_index, j.state) for j in jobs] == [
-            (1, JobState.PENDING), (2, JobState.PENDING), (3, JobState.PENDING)]
+            (1, JobState.PENDING),
+            (2, JobState.PENDING),
+            (3, JobState.PENDING),
+        ]
         source = ledger.get_source(tmp_path / "three.prompt.toml")
         assert source is not None and (source.status, source.image_count) == ("active", 3)
         ledger.transition(jobs[0].id, JobState.PENDING, JobState.SUBMITTING)
         # Again, with fewer images: the same jobs, unchanged, and no new ones.
-        again = ledger.take_up(tmp_path / "three.prompt.toml", rule="r", content_sha256="c2",
-                               request_hash="h" * 64, image_count=2, request=request)
+        again = ledger.take_up(
+            tmp_path / "three.prompt.toml",
+            rule="r",
+            content_sha256="c2",
+            request_hash="h" * 64,
+            image_count=2,
+            request=request,
+        )
         assert [(j.id, j.state) for j in again] == [
-            (jobs[0].id, JobState.SUBMITTING), (jobs[1].id, JobState.PENDING)]
+            (jobs[0].id, JobState.SUBMITTING),
+            (jobs[1].id, JobState.PENDING),
+        ]
         assert len(ledger.jobs()) == 3
 
 
 def test_a_prompt_file_is_settled_only_when_each_image_is_done_and_written_for_it(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     source = tmp_path / "two.prompt.toml"
     with Ledger(tmp_path / LEDGER_NAME) as ledger:
-        jobs = ledger.take_up(source, rule="r", content_sha256="c1", request_hash="h" * 64,
-                              image_count=2, request={"prompt": "two", "references": []})
+        jobs = ledger.take_up(
+            source,
+            rule="r",
+            content_sha256="c1",
+            request_hash="h" * 64,
+            image_count=2,
+            request={"prompt": "two", "references": []},
+        )
         assert not ledger.is_settled(source, "c1")
         for job in jobs:
-            for src, dst in ((JobState.PENDING, JobState.SUBMITTING),
-                             (JobState.SUBMITTING, JobState.RUNNING),
-                             (JobState.RUNNING, JobState.DOWNLOADING),
-                             (JobState.DOWNLOADING, JobState.DONE)):
+            for src, dst in (
+                (JobState.PENDING, JobState.SUBMITTING),
+                (JobState.SUBMITTING, JobState.RUNNING),
+                (JobState.RUNNING, JobState.DOWNLOADING),
+                (JobState.DOWNLOADING, JobState.DONE),
+            ):
                 job = ledger.transition(job.id, src, dst)
             if job.image_index == 1:
-                ledger.record_output(tmp_path / "two-1.png", job=job, source_path=source,
-                                     sha256="s1", fmt="png")
+                ledger.record_output(
+                    tmp_path / "two-1.png", job=job, source_path=source, sha256="s1", fmt="png"
+                )
         assert not ledger.is_settled(source, "c1")  # image 2 was never written for it
-        ledger.record_output(tmp_path / "two-2.png", job=ledger.get_job(jobs[1].id),
-                             source_path=source, sha256="s2", fmt="png")
+        ledger.record_output(
+            tmp_path / "two-2.png",
+            job=ledger.get_job(jobs[1].id),
+            source_path=source,
+            sha256="s2",
+            fmt="png",
+        )
         assert ledger.is_settled(source, "c1")
         assert not ledger.is_settled(source, "c2")  # other bytes: read it again
         assert not ledger.is_settled(tmp_path / "copy.prompt.toml", "c1")

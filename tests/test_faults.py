@@ -28,8 +28,14 @@ from promptdrop.outputs import note_path
 from promptdrop.service.runner import WatchOptions, run
 from promptdrop.spec import rules_for_folders
 
-FAST = EngineOptions(poll_first=0.05, poll_interval=0.05, retry_later=0.2, pause_first=0.3,
-                     pause_cap=0.6, drain_timeout=2.0)
+FAST = EngineOptions(
+    poll_first=0.05,
+    poll_interval=0.05,
+    retry_later=0.2,
+    pause_first=0.3,
+    pause_cap=0.6,
+    drain_timeout=2.0,
+)
 
 
 @pytest.fixture
@@ -38,13 +44,15 @@ def emulator(emulator_factory: Callable[..., Emulator]) -> Emulator:
     return emulator_factory(latency=0.05, jitter=0.0, rate_limits=None)
 
 
-def _once(folder: Path, state: Path, emu: Emulator, *, max_in_flight: int = 8,
-          timeout: float = 30.0) -> int:
+def _once(
+    folder: Path, state: Path, emu: Emulator, *, max_in_flight: int = 8, timeout: float = 30.0
+) -> int:
     rules = rules_for_folders([folder])
     rules.rules[0] = rules.rules[0].model_copy(update={"max_in_flight": max_in_flight})
     rules.api = rules.api.model_copy(update={"timeout": timeout})
-    opts = WatchOptions(rules=rules, state_dir=state, api_key=CANARY, base_url=emu.base_url,
-                        once=True, engine=FAST)
+    opts = WatchOptions(
+        rules=rules, state_dir=state, api_key=CANARY, base_url=emu.base_url, once=True, engine=FAST
+    )
     return asyncio.run(run(opts))
 
 
@@ -79,9 +87,11 @@ def _jobs(state: Path) -> dict[str, JobState]:
     return {p: s for p, (s, _e) in found.items()}
 
 
-def _heal_after(emu: Emulator, cond: Callable[[], bool], hold: float,
-                timeout: float = 20.0) -> threading.Thread:
+def _heal_after(
+    emu: Emulator, cond: Callable[[], bool], hold: float, timeout: float = 20.0
+) -> threading.Thread:
     """A thread that waits for `cond` (or `timeout`), `hold` seconds more, then clears faults."""
+
     def heal() -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not cond():
@@ -95,21 +105,32 @@ def _heal_after(emu: Emulator, cond: Callable[[], bool], hold: float,
 
 
 # The per-request faults (30 % of answers together), plus task and result faults.
-MIXED = {"rate_429": 0.04, "error_500": 0.04, "error_503": 0.04, "html_502": 0.04,
-         "html_504": 0.04, "reset": 0.04, "slow": 0.02, "malformed_json": 0.04,
-         "task_failed": 0.1, "expired_results": 0.1}
+MIXED = {
+    "rate_429": 0.04,
+    "error_500": 0.04,
+    "error_503": 0.04,
+    "html_502": 0.04,
+    "html_504": 0.04,
+    "reset": 0.04,
+    "slow": 0.02,
+    "malformed_json": 0.04,
+    "task_failed": 0.1,
+    "expired_results": 0.1,
+}
 
 
 @pytest.mark.parametrize(("retry_after_format", "seed"), [("seconds", 7), ("date", 11)])
 def test_a_mixed_fault_matrix_ends_every_job_with_a_reason_and_pays_each_prompt_once(
-        tmp_path: Path, emulator_factory: Callable[..., Emulator],
-        retry_after_format: str, seed: int) -> None:
+    tmp_path: Path, emulator_factory: Callable[..., Emulator], retry_after_format: str, seed: int
+) -> None:
     # Slow answers outlast the request timeout (the rules file's `[api] timeout`, cut to 1 s
     # here so that each one costs a second, not half a minute).
-    faults = Faults(**MIXED, slow_seconds=1.5,  # type: ignore[arg-type]
-                    retry_after_format=retry_after_format)
-    emu = emulator_factory(latency=0.05, jitter=0.0, rate_limits=None, seed=seed,
-                           faults=faults)
+    faults = Faults(
+        **MIXED,
+        slow_seconds=1.5,  # type: ignore[arg-type]
+        retry_after_format=retry_after_format,
+    )
+    emu = emulator_factory(latency=0.05, jitter=0.0, rate_limits=None, seed=seed, faults=faults)
     folder, state = tmp_path / "drop", tmp_path / "state"
     sources = _drop(folder, 30, "matrix")
 
@@ -135,21 +156,32 @@ def test_a_mixed_fault_matrix_ends_every_job_with_a_reason_and_pays_each_prompt_
     injected = stats["faults_injected"]
     assert sum(injected.values()) > 0
     states_count = Counter(str(s) for s in states.values())
-    record("fault_matrix", {
-        "runs": 1, "prompt_files": len(sources), "faults_injected": sum(injected.values()),
-        "submit_requests": stats["submit_requests"], "tasks_created": len(stats["submissions"]),
-        "jobs_done": states_count.get("done", 0), "jobs_failed": states_count.get("failed", 0),
-        "jobs_ambiguous": states_count.get("ambiguous", 0),
-        "duplicate_submissions": sum(n - 1 for n in created.values() if n > 1)})
-    print(f"\nfault matrix ({retry_after_format}, seed {seed}): {elapsed:.1f} s, "
-          f"{stats['submit_requests']} submit requests, {len(stats['submissions'])} created, "
-          f"{stats['polls']} polls, {stats['downloads']} downloads; "
-          f"jobs {dict(Counter(str(s) for s in states.values()))}; "
-          f"faults injected {injected}; answers {stats['responses_by_status']}")
+    record(
+        "fault_matrix",
+        {
+            "runs": 1,
+            "prompt_files": len(sources),
+            "faults_injected": sum(injected.values()),
+            "submit_requests": stats["submit_requests"],
+            "tasks_created": len(stats["submissions"]),
+            "jobs_done": states_count.get("done", 0),
+            "jobs_failed": states_count.get("failed", 0),
+            "jobs_ambiguous": states_count.get("ambiguous", 0),
+            "duplicate_submissions": sum(n - 1 for n in created.values() if n > 1),
+        },
+    )
+    print(
+        f"\nfault matrix ({retry_after_format}, seed {seed}): {elapsed:.1f} s, "
+        f"{stats['submit_requests']} submit requests, {len(stats['submissions'])} created, "
+        f"{stats['polls']} polls, {stats['downloads']} downloads; "
+        f"jobs {dict(Counter(str(s) for s in states.values()))}; "
+        f"faults injected {injected}; answers {stats['responses_by_status']}"
+    )
 
 
 def test_an_outage_delays_work_and_then_every_job_is_made_once(
-        tmp_path: Path, emulator: Emulator) -> None:
+    tmp_path: Path, emulator: Emulator
+) -> None:
     folder, state = tmp_path / "drop", tmp_path / "state"
     sources = _drop(folder, 10, "outage")
     # The issue's 60 s outage on demand (PROMPTDROP_LONG=1); 5 s in the quick suite.
@@ -172,22 +204,33 @@ def test_an_outage_delays_work_and_then_every_job_is_made_once(
     assert all(_image(s) is not None and not note_path(s).exists() for s in sources.values())
     refused = stats["responses_by_status"].get("503", 0)
     assert refused >= 1
-    record("outage", {"outage_seconds": round(outage, 1), "answers_503": refused,
-                      "finished_after_recovery_seconds": round(resumed_after, 1),
-                      "run_seconds": round(elapsed, 1),
-                      "submit_requests": stats["submit_requests"],
-                      "tasks_created": len(stats["submissions"]), "prompt_files": len(sources)})
-    print(f"\noutage of {outage:.1f} s: {refused} answers 503, run took {elapsed:.1f} s, "
-          f"{stats['submit_requests']} submit requests, {len(stats['submissions'])} created")
+    record(
+        "outage",
+        {
+            "outage_seconds": round(outage, 1),
+            "answers_503": refused,
+            "finished_after_recovery_seconds": round(resumed_after, 1),
+            "run_seconds": round(elapsed, 1),
+            "submit_requests": stats["submit_requests"],
+            "tasks_created": len(stats["submissions"]),
+            "prompt_files": len(sources),
+        },
+    )
+    print(
+        f"\noutage of {outage:.1f} s: {refused} answers 503, run took {elapsed:.1f} s, "
+        f"{stats['submit_requests']} submit requests, {len(stats['submissions'])} created"
+    )
 
 
 def test_an_empty_quota_pauses_submissions_then_work_resumes(
-        tmp_path: Path, emulator: Emulator) -> None:
+    tmp_path: Path, emulator: Emulator
+) -> None:
     folder, state = tmp_path / "drop", tmp_path / "state"
     sources = _drop(folder, 5, "quota")
     emulator.set_faults(Faults(quota_exhausted=True))
     healer = _heal_after(
-        emulator, lambda: any(note_path(s).exists() for s in sources.values()), hold=1.0)
+        emulator, lambda: any(note_path(s).exists() for s in sources.values()), hold=1.0
+    )
     try:
         code = _once(folder, state, emulator, max_in_flight=1)
     finally:
@@ -201,12 +244,15 @@ def test_an_empty_quota_pauses_submissions_then_work_resumes(
     assert set(_jobs(state).values()) == {JobState.DONE}
     assert not any(note_path(s).exists() for s in sources.values())
     record("refused_account", {"quota_402_refusals_for_5_files": refused})
-    print(f"\nempty quota: {refused} POSTs refused with 402, "
-          f"{stats['submit_requests']} submit requests for 5 files")
+    print(
+        f"\nempty quota: {refused} POSTs refused with 402, "
+        f"{stats['submit_requests']} submit requests for 5 files"
+    )
 
 
 def test_a_key_refused_while_polling_pauses_and_then_every_job_finishes(
-        tmp_path: Path, emulator_factory: Callable[..., Emulator]) -> None:
+    tmp_path: Path, emulator_factory: Callable[..., Emulator]
+) -> None:
     # Tasks take 1 s, so the key can be refused after they were created and before they end.
     emu = emulator_factory(latency=1.0, jitter=0.0, rate_limits=None)
     folder, state = tmp_path / "drop", tmp_path / "state"
@@ -237,8 +283,10 @@ def test_a_key_refused_while_polling_pauses_and_then_every_job_finishes(
     assert set(_jobs(state).values()) == {JobState.DONE}
     assert all(_image(s) is not None and not note_path(s).exists() for s in sources.values())
     record("refused_account", {"key_401_at_poll_time": refused})
-    print(f"\nkey refused at poll time: {refused} answers 401, {stats['polls']} polls, "
-          f"{len(stats['submissions'])} created")
+    print(
+        f"\nkey refused at poll time: {refused} answers 401, {stats['polls']} polls, "
+        f"{len(stats['submissions'])} created"
+    )
 
 
 # Answers slower than the timeout, one endpoint at a time, through a job's whole API path
@@ -256,7 +304,8 @@ def _png_bytes() -> bytes:
 
 @pytest.mark.parametrize("endpoint", ["upload", "submit", "poll", "download"])
 def test_an_answer_slower_than_the_timeout_is_retried_or_ambiguous_but_never_paid_twice(
-        emulator_factory: Callable[..., Emulator], endpoint: str) -> None:
+    emulator_factory: Callable[..., Emulator], endpoint: str
+) -> None:
     emu = emulator_factory(latency=0.2, jitter=0.0, rate_limits=None)
     retries: list[str] = []
 
@@ -266,14 +315,19 @@ def test_an_answer_slower_than_the_timeout_is_retried_or_ambiguous_but_never_pai
             emu.set_faults(Faults())
 
     async def job() -> Downloaded:
-        async with ToApisClient(CANARY, emu.base_url, timeout=TIMEOUT, on_event=on_event,
-                                rate_limits=RateLimits.unlimited(),
-                                retry=RetryPolicy(attempts=3, base=0.01, cap=0.02)) as client:
+        async with ToApisClient(
+            CANARY,
+            emu.base_url,
+            timeout=TIMEOUT,
+            on_event=on_event,
+            rate_limits=RateLimits.unlimited(),
+            retry=RetryPolicy(attempts=3, base=0.01, cap=0.02),
+        ) as client:
             emu.set_faults(Faults(slow=1.0, slow_seconds=SLOW, endpoints=(endpoint,)))
-            ref = await client.upload_image(_png_bytes(), filename="ref.png",
-                                            mime_type="image/png")
-            task = await client.submit(model="nano-banana", prompt="slow answers",
-                                       size="1:1", image_urls=[ref.url])
+            ref = await client.upload_image(_png_bytes(), filename="ref.png", mime_type="image/png")
+            task = await client.submit(
+                model="nano-banana", prompt="slow answers", size="1:1", image_urls=[ref.url]
+            )
             while task.status != "completed":
                 await asyncio.sleep(0.05)
                 task = await client.get_task(task.id)
@@ -290,6 +344,12 @@ def test_an_answer_slower_than_the_timeout_is_retried_or_ambiguous_but_never_pai
     stats = emu.stats()
     assert stats["submit_requests"] == 1 and len(stats["submissions"]) == 1
     assert stats["faults_injected"] == {"slow": 1}
-    record("slow_answers", {f"{endpoint}_slower_than_timeout": "ambiguous, not resent"
-                            if endpoint == "submit" else "retried once, then done",
-                            "duplicate_submissions": 0})
+    record(
+        "slow_answers",
+        {
+            f"{endpoint}_slower_than_timeout": "ambiguous, not resent"
+            if endpoint == "submit"
+            else "retried once, then done",
+            "duplicate_submissions": 0,
+        },
+    )

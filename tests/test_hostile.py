@@ -69,8 +69,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     (outside / "ref.png").write_bytes(_png())
     (outside / "valid.prompt.toml").write_text('prompt = "from outside the root"\n')
     rules = rules_file(tmp / "rules.toml", folder, settle=SETTLE, max_in_flight=4)
-    with Emulator(EmulatorConfig(api_key=CANARY, latency=0.1, jitter=0.0,
-                                 rate_limits=None)) as emu:
+    with Emulator(EmulatorConfig(api_key=CANARY, latency=0.1, jitter=0.0, rate_limits=None)) as emu:
         daemon = spawn(rules, state, daemon_env(emu.base_url), cwd=tmp)
         try:
             daemon.wait_watching(timeout=20)
@@ -79,9 +78,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             survived = daemon.proc.poll() is None
             daemon.terminate()
             print(f"\nhostile inputs tried on this daemon: {len(TRIED)}")
-            record("hostile_inputs", {"inputs_tried": len(TRIED),
-                                      "daemon_processes": 1,
-                                      "daemons_dead_at_the_end": 0 if survived else 1})
+            record(
+                "hostile_inputs",
+                {
+                    "inputs_tried": len(TRIED),
+                    "daemon_processes": 1,
+                    "daemons_dead_at_the_end": 0 if survived else 1,
+                },
+            )
 
 
 # Each maker writes its hostile input into the folder `d` (with `o` the outside folder) and
@@ -93,6 +97,7 @@ def _text(name: str, text: str) -> Maker:
     def make(d: Path, o: Path) -> Path:
         (d / name).write_text(text, encoding="utf-8")
         return d / name
+
     return make
 
 
@@ -100,24 +105,29 @@ def _bytes(name: str, data: bytes) -> Maker:
     def make(d: Path, o: Path) -> Path:
         (d / name).write_bytes(data)
         return d / name
+
     return make
 
 
 def _with_file(name: str, text: str, extra: str, data: Callable[[], bytes]) -> Maker:
     """A prompt file plus one more file (a reference) beside it."""
+
     def make(d: Path, o: Path) -> Path:
         (d / extra).write_bytes(data())
         (d / name).write_text(text, encoding="utf-8")
         return d / name
+
     return make
 
 
 def _with_link(name: str, text: str, link: str, target: str) -> Maker:
     """A prompt file plus a symlink beside it pointing into the outside folder."""
+
     def make(d: Path, o: Path) -> Path:
         (d / link).symlink_to(o / target)
         (d / name).write_text(text, encoding="utf-8")
         return d / name
+
     return make
 
 
@@ -154,14 +164,14 @@ HOSTILE: dict[str, Maker] = {
     "nul byte": _bytes("nul.prompt.toml", b'prompt = "a\x00cat"\n'),
     "only nul bytes": _bytes("nuls.prompt.toml", b"\x00" * 4096),
     "binary noise": _bytes("noise.prompt.toml", bytes(range(256)) * 8),
-    "10 MB file": _bytes("huge.prompt.toml",
-                         b'prompt = "' + b"a" * (10 * 1024 * 1024) + b'"\n'),
+    "10 MB file": _bytes("huge.prompt.toml", b'prompt = "' + b"a" * (10 * 1024 * 1024) + b'"\n'),
     "deeply nested arrays": _text("deeparr.prompt.toml", _nested(5000)),
     "deeply nested tables": _text(
-        "deeptab.prompt.toml", 'prompt = "deep"\n[' + ".".join(["t"] * 2000) + "]\nk = 1\n"),
+        "deeptab.prompt.toml", 'prompt = "deep"\n[' + ".".join(["t"] * 2000) + "]\nk = 1\n"
+    ),
     "deeply nested inline tables": _text(
-        "deepinl.prompt.toml", 'prompt = "deep"\nx = ' + "{a = " * 3000 + "1" + "}" * 3000
-        + "\n"),
+        "deepinl.prompt.toml", 'prompt = "deep"\nx = ' + "{a = " * 3000 + "1" + "}" * 3000 + "\n"
+    ),
     "1001-character prompt": _text("long.prompt.toml", f'prompt = "{"p" * 1001}"\n'),
     "empty prompt": _text("emptyp.prompt.toml", 'prompt = ""\n'),
     "blank prompt": _text("blankp.prompt.toml", 'prompt = "   \\n  "\n'),
@@ -178,35 +188,50 @@ HOSTILE: dict[str, Maker] = {
     "references not a list": _text("rstr.prompt.toml", 'prompt = "a"\nreferences = "x.png"\n'),
     "15 references": _text("r15.prompt.toml", f'prompt = "a"\nreferences = [{URLS}]\n'),
     "reference escaping the root": _text(
-        "dotdot.prompt.toml", 'prompt = "a"\nreferences = ["../outside/ref.png"]\n'),
+        "dotdot.prompt.toml", 'prompt = "a"\nreferences = ["../outside/ref.png"]\n'
+    ),
     "absolute reference": lambda d, o: _text(
-        "abs.prompt.toml", f'prompt = "a"\nreferences = [{json.dumps(str(o / "ref.png"))}]\n')(
-        d, o),
-    "data uri": _text("data.prompt.toml", 'prompt = "a"\nreferences = '
-                      '["data:image/png;base64,iVBORw0KGgo="]\n'),
+        "abs.prompt.toml", f'prompt = "a"\nreferences = [{json.dumps(str(o / "ref.png"))}]\n'
+    )(d, o),
+    "data uri": _text(
+        "data.prompt.toml", 'prompt = "a"\nreferences = ["data:image/png;base64,iVBORw0KGgo="]\n'
+    ),
     "ftp url": _text("ftp.prompt.toml", 'prompt = "a"\nreferences = ["ftp://example.com/a.png"]\n'),
-    "file url": _text("fileurl.prompt.toml",
-                      'prompt = "a"\nreferences = ["file:///etc/passwd"]\n'),
+    "file url": _text("fileurl.prompt.toml", 'prompt = "a"\nreferences = ["file:///etc/passwd"]\n'),
     "missing reference": _text("missing.prompt.toml", 'prompt = "a"\nreferences = ["no.png"]\n'),
     "reference is a folder": _ref_folder,
     "symlink reference out of the root": _with_link(
-        "slref.prompt.toml", 'prompt = "a"\nreferences = ["slref-link.png"]\n',
-        "slref-link.png", "ref.png"),
+        "slref.prompt.toml",
+        'prompt = "a"\nreferences = ["slref-link.png"]\n',
+        "slref-link.png",
+        "ref.png",
+    ),
     "symlink planted at the output": _with_link(
-        "poster.prompt.toml", 'prompt = "a poster"\n', "poster.png", "outside-file"),
+        "poster.prompt.toml", 'prompt = "a poster"\n', "poster.png", "outside-file"
+    ),
     "prompt file linked from outside": _linked_prompt,
     "text file renamed .png": _with_file(
-        "fake.prompt.toml", 'prompt = "a"\nreferences = ["fake-ref.png"]\n', "fake-ref.png",
-        lambda: b"just some text, not an image\n" * 10),
+        "fake.prompt.toml",
+        'prompt = "a"\nreferences = ["fake-ref.png"]\n',
+        "fake-ref.png",
+        lambda: b"just some text, not an image\n" * 10,
+    ),
     "11 MB image reference": _with_file(
-        "bigref.prompt.toml", 'prompt = "a"\nreferences = ["bigref-ref.png"]\n',
-        "bigref-ref.png", _noise_png),
+        "bigref.prompt.toml",
+        'prompt = "a"\nreferences = ["bigref-ref.png"]\n',
+        "bigref-ref.png",
+        _noise_png,
+    ),
     "gif reference": _with_file(
-        "gif.prompt.toml", 'prompt = "a"\nreferences = ["gif-ref.gif"]\n', "gif-ref.gif",
-        lambda: _png(fmt="GIF")),
+        "gif.prompt.toml",
+        'prompt = "a"\nreferences = ["gif-ref.gif"]\n',
+        "gif-ref.gif",
+        lambda: _png(fmt="GIF"),
+    ),
     "file name with a newline": _text("new\nline.prompt.toml", "prompt = [\n"),
-    "255-byte file name": _text("n" * (255 - len(".prompt.toml")) + ".prompt.toml",
-                                'prompt = "a"\nunknown = 1\n'),
+    "255-byte file name": _text(
+        "n" * (255 - len(".prompt.toml")) + ".prompt.toml", 'prompt = "a"\nunknown = 1\n'
+    ),
     "unknown key": _text("unk.prompt.toml", 'prompt = "a"\ncolour = "red"\n'),
     "misspelt key": _text("promt.prompt.toml", 'promt = "a cat"\n'),
     "unknown model": _text("model.prompt.toml", 'prompt = "a"\nmodel = "no-such-model"\n'),
@@ -216,7 +241,8 @@ HOSTILE: dict[str, Maker] = {
 
 @pytest.mark.parametrize("name", list(HOSTILE))
 def test_a_hostile_prompt_file_gets_a_note_costs_nothing_and_the_daemon_carries_on(
-        world: World, name: str) -> None:
+    world: World, name: str
+) -> None:
     before_stats = world.emu.stats()
     before_outside = _snapshot(world.outside)
     TRIED.append(name)
@@ -247,7 +273,8 @@ def _folder(d: Path) -> None:
 
 @pytest.mark.parametrize("make", [_fifo, _folder, _empty], ids=["fifo", "directory", "empty"])
 def test_a_fifo_folder_or_empty_file_named_like_a_prompt_costs_nothing_and_hangs_nothing(
-        world: World, make: Callable[[Path], None]) -> None:
+    world: World, make: Callable[[Path], None]
+) -> None:
     before_stats = world.emu.stats()
     before_outside = _snapshot(world.outside)
     TRIED.append(make.__name__)
@@ -262,8 +289,7 @@ def test_a_prompt_file_with_a_byte_order_mark_is_made_normally(world: World) -> 
     before = len(world.emu.stats()["submissions"])
     source.write_bytes(b'\xef\xbb\xbfprompt = "a cat with a BOM"\n')
     world.wait(lambda: source.with_name("bom.png").exists(), "the BOM file's image")
-    assert [s["prompt"] for s in world.emu.stats()["submissions"][before:]] == [
-        "a cat with a BOM"]
+    assert [s["prompt"] for s in world.emu.stats()["submissions"][before:]] == ["a cat with a BOM"]
     assert not note_path(source).exists()
 
 
@@ -274,10 +300,11 @@ def _still_serves(world: World, name: str, before: dict[str, Any]) -> None:
     good = world.folder / f"good-{slug}.prompt.toml"
     prompt = f"a good prompt after {name!r}"
     good.write_text(f"prompt = {json.dumps(prompt)}\n", encoding="utf-8")
-    world.wait(lambda: good.with_name(f"good-{slug}.png").exists(),
-               f"the good file's image after {name!r}")
+    world.wait(
+        lambda: good.with_name(f"good-{slug}.png").exists(), f"the good file's image after {name!r}"
+    )
     after = world.emu.stats()
-    assert [s["prompt"] for s in after["submissions"][len(before["submissions"]):]] == [prompt]
+    assert [s["prompt"] for s in after["submissions"][len(before["submissions"]) :]] == [prompt]
     assert after["submit_requests"] - before["submit_requests"] == 1
     assert after["uploads"] == before["uploads"]
     assert world.alive(), world.daemon.log()[-4000:]

@@ -103,8 +103,9 @@ def make_ledger(
     url = str(request.getfixturevalue("pg_url")) if backend == "postgresql" else None
     opened: list[LedgerBase] = []
 
-    def make(clock: Callable[[], float] = time.time, *, track: bool = True,
-             **kwargs: Any) -> LedgerBase:
+    def make(
+        clock: Callable[[], float] = time.time, *, track: bool = True, **kwargs: Any
+    ) -> LedgerBase:
         """`track=False`: the caller closes it (SQLite wants that done in the opening thread)."""
         led: LedgerBase
         if url is None:
@@ -197,7 +198,7 @@ def test_migrations_are_recorded_once_and_not_rerun_on_reopen(
     sqlite_names = [name for name, _ in MIGRATIONS]
     pg_names = [name for name, _ in pg_migrations.MIGRATIONS]
     # One history in two dialects, plus what only a shared ledger needs.
-    assert pg_names[:len(sqlite_names)] == sqlite_names
+    assert pg_names[: len(sqlite_names)] == sqlite_names
     assert [r["name"] for r in first] == (sqlite_names if isinstance(led, Ledger) else pg_names)
     led.close()
 
@@ -596,9 +597,7 @@ def test_recover_repairs_every_interrupted_step(ledger: LedgerBase) -> None:
         for i, st in enumerate(JobState)
     }
     result = ledger.recover()
-    assert result == Recovery(
-        ambiguous=1, uploads_restarted=1, downloads_restarted=1, running=2
-    )
+    assert result == Recovery(ambiguous=1, uploads_restarted=1, downloads_restarted=1, running=2)
 
     ambiguous = ledger.get_job(by_state[S.SUBMITTING].id)
     assert ambiguous.state is S.AMBIGUOUS
@@ -687,13 +686,17 @@ def test_a_process_killed_mid_submit_leaves_a_sound_ledger_and_an_ambiguous_job(
 def test_sources_are_stored_updated_and_read_back(ledger: LedgerBase, tmp_path: Path) -> None:
     p = tmp_path / "cats" / "tabby.prompt.toml"
     assert ledger.get_source(p) is None
-    ledger.put_source(p, rule="r", status="active", content_sha256="c1", request_hash="h1",
-                      image_count=2)
+    ledger.put_source(
+        p, rule="r", status="active", content_sha256="c1", request_hash="h1", image_count=2
+    )
     src = ledger.get_source(p)
     assert src is not None
     assert (src.path, src.rule, src.status) == (str(p), "r", "active")
     assert (src.content_sha256, src.request_hash, src.image_count, src.error) == (
-        "c1", "h1", 2, None,
+        "c1",
+        "h1",
+        2,
+        None,
     )
     assert ledger.get_source(str(p)) == src  # str and Path name the same row
 
@@ -701,7 +704,10 @@ def test_sources_are_stored_updated_and_read_back(ledger: LedgerBase, tmp_path: 
     updated = ledger.get_source(p)
     assert updated is not None
     assert (updated.status, updated.content_sha256, updated.request_hash, updated.error) == (
-        "invalid", "c2", None, "line 3: ...",
+        "invalid",
+        "c2",
+        None,
+        "line 3: ...",
     )
     assert len(ledger.sources_under(tmp_path)) == 1  # replaced, not duplicated
 
@@ -717,7 +723,8 @@ def test_sources_for_request_lists_active_ones_by_default(ledger: LedgerBase) ->
     ledger.put_source("/w/c.prompt.toml", rule="r", status="deleted", request_hash="h")
     ledger.put_source("/w/d.prompt.toml", rule="r", status="active", request_hash="other")
     assert [s.path for s in ledger.sources_for_request("h")] == [
-        "/w/a.prompt.toml", "/w/b.prompt.toml",
+        "/w/a.prompt.toml",
+        "/w/b.prompt.toml",
     ]
     assert [s.path for s in ledger.sources_for_request("h", status="deleted")] == [
         "/w/c.prompt.toml",
@@ -728,8 +735,14 @@ def test_sources_for_request_lists_active_ones_by_default(ledger: LedgerBase) ->
 def test_sources_under_a_folder_never_match_a_sibling_with_a_common_prefix(
     ledger: LedgerBase,
 ) -> None:
-    for p in ("/a/b/x.prompt.toml", "/a/b/deep/y.prompt.toml", "/a/bc/z.prompt.toml",
-              "/a/b.prompt.toml", "/a/b_c/w.prompt.toml", "/z/b/x.prompt.toml"):
+    for p in (
+        "/a/b/x.prompt.toml",
+        "/a/b/deep/y.prompt.toml",
+        "/a/bc/z.prompt.toml",
+        "/a/b.prompt.toml",
+        "/a/b_c/w.prompt.toml",
+        "/z/b/x.prompt.toml",
+    ):
         ledger.put_source(p, rule=None, status="active")
     inside = ["/a/b/deep/y.prompt.toml", "/a/b/x.prompt.toml"]
     assert [s.path for s in ledger.sources_under("/a/b")] == inside
@@ -749,12 +762,16 @@ def test_sources_under_a_folder_never_match_a_sibling_with_a_common_prefix(
 def test_outputs_are_recorded_found_and_replaced(ledger: LedgerBase) -> None:
     job = ledger.ensure_job("h", 0, REQUEST, "rule")
     assert ledger.output_at("/w/cat.png") is None
-    ledger.record_output("/w/cat.png", job=job, source_path="/w/cat.prompt.toml",
-                         sha256="s1", fmt="png")
+    ledger.record_output(
+        "/w/cat.png", job=job, source_path="/w/cat.prompt.toml", sha256="s1", fmt="png"
+    )
     out = ledger.output_at(Path("/w/cat.png"))
     assert out is not None
     assert (out.path, out.job_id, out.generation, out.source_path) == (
-        "/w/cat.png", job.id, 0, "/w/cat.prompt.toml",
+        "/w/cat.png",
+        job.id,
+        0,
+        "/w/cat.prompt.toml",
     )
     assert (out.sha256, out.format, out.superseded) == ("s1", "png", False)
 
@@ -767,8 +784,9 @@ def test_outputs_are_recorded_found_and_replaced(ledger: LedgerBase) -> None:
 
 def test_moving_an_output_aside_marks_it_superseded(ledger: LedgerBase) -> None:
     job = ledger.ensure_job("h", 0, REQUEST, "rule")
-    ledger.record_output("/w/cat.png", job=job, source_path="/w/cat.prompt.toml",
-                         sha256="s1", fmt="png")
+    ledger.record_output(
+        "/w/cat.png", job=job, source_path="/w/cat.prompt.toml", sha256="s1", fmt="png"
+    )
     ledger.move_output("/w/cat.png", "/w/cat (1).png")
     assert ledger.output_at("/w/cat.png") is None
     moved = ledger.output_at("/w/cat (1).png")
@@ -782,11 +800,13 @@ def test_moving_an_output_onto_the_name_of_a_deleted_old_version_replaces_that_r
     ledger: LedgerBase,
 ) -> None:
     job = ledger.ensure_job("h", 0, REQUEST, "rule")
-    ledger.record_output("/w/cat.png", job=job, source_path="/w/c.prompt.toml", sha256="s1",
-                         fmt="png")
+    ledger.record_output(
+        "/w/cat.png", job=job, source_path="/w/c.prompt.toml", sha256="s1", fmt="png"
+    )
     ledger.move_output("/w/cat.png", "/w/cat (1).png")  # version 1 set aside; user deletes it
-    ledger.record_output("/w/cat.png", job=job, source_path="/w/c.prompt.toml", sha256="s2",
-                         fmt="png")
+    ledger.record_output(
+        "/w/cat.png", job=job, source_path="/w/c.prompt.toml", sha256="s2", fmt="png"
+    )
     ledger.move_output("/w/cat.png", "/w/cat (1).png")  # the free name is chosen again
     moved = ledger.output_at("/w/cat (1).png")
     assert moved is not None
@@ -856,8 +876,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyP
     return monkeypatch
 
 
-def test_state_dir_defaults_to_local_state_under_home(clean_env: pytest.MonkeyPatch,
-                                                       tmp_path: Path) -> None:
+def test_state_dir_defaults_to_local_state_under_home(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     assert default_state_dir() == tmp_path / "home" / ".local" / "state" / "promptdrop"
     clean_env.setenv("XDG_STATE_HOME", "")  # empty means unset, per the XDG spec
     assert default_state_dir() == tmp_path / "home" / ".local" / "state" / "promptdrop"
@@ -1112,8 +1133,10 @@ def test_the_path_codec_maps_paths_below_roots_and_leaves_others_alone() -> None
     assert codec.decode("@unknown:/f.png") == "@unknown:/f.png"  # another host's rule
     ident = PathCodec()
     assert not ident and ident.encode("/a/b") == "/a/b" == ident.decode("/a/b")
-    request = {"prompt": "p", "references": [{"kind": "file", "path": "/x/ref.png"},
-                                             {"kind": "url", "path": None}]}
+    request = {
+        "prompt": "p",
+        "references": [{"kind": "file", "path": "/x/ref.png"}, {"kind": "url", "path": None}],
+    }
     assert codec.decode_request(codec.encode_request(request)) == request
     assert codec.encode_request(request)["references"][0]["path"] == "@a%3Ab:/ref.png"
 
@@ -1130,8 +1153,13 @@ def test_hosts_mounting_the_drive_at_different_places_share_sources_outputs_and_
         assert seen is not None
         assert seen.request["references"][0]["path"] == "/Volumes/share/team/r.png"
 
-        a.put_source("/mnt/share/team/cats/tabby.prompt.toml", rule="team", status="active",
-                     request_hash="h", image_count=1)
+        a.put_source(
+            "/mnt/share/team/cats/tabby.prompt.toml",
+            rule="team",
+            status="active",
+            request_hash="h",
+            image_count=1,
+        )
         src = b.get_source("/Volumes/share/team/cats/tabby.prompt.toml")
         assert src is not None and src.path == "/Volumes/share/team/cats/tabby.prompt.toml"
         assert [s.path for s in b.sources_for_request("h")] == [src.path]
@@ -1139,8 +1167,13 @@ def test_hosts_mounting_the_drive_at_different_places_share_sources_outputs_and_
         assert [s.path for s in b.sources_under("/Volumes/share/team")] == [src.path]
         assert b.sources_under("/Volumes/share/team/cat") == []
 
-        a.record_output("/mnt/share/team/cats/tabby.png", job=job,
-                        source_path="/mnt/share/team/cats/tabby.prompt.toml", sha256="s", fmt="png")
+        a.record_output(
+            "/mnt/share/team/cats/tabby.png",
+            job=job,
+            source_path="/mnt/share/team/cats/tabby.prompt.toml",
+            sha256="s",
+            fmt="png",
+        )
         out = b.output_at("/Volumes/share/team/cats/tabby.png")
         assert out is not None
         assert out.source_path == "/Volumes/share/team/cats/tabby.prompt.toml"
@@ -1210,7 +1243,8 @@ def test_many_hosts_opening_a_new_database_at_once_migrate_it_once(pg_server: Pg
     assert errors == []
     with PostgresLedger(url) as led:
         assert [r["name"] for r in led._rows("SELECT name FROM migrations ORDER BY name")] == [
-            name for name, _ in pg_migrations.MIGRATIONS]
+            name for name, _ in pg_migrations.MIGRATIONS
+        ]
 
 
 def test_a_connection_cut_by_the_server_is_reopened_and_the_work_done_once(
@@ -1219,8 +1253,10 @@ def test_a_connection_cut_by_the_server_is_reopened_and_the_work_done_once(
     with PostgresLedger(pg_url) as led:
         job = led.ensure_job("h", 0, REQUEST, "rule")
         with psycopg.connect(pg_server.admin_url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                          " WHERE application_name = 'promptdrop'")
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = 'promptdrop'"
+            )
         moved = led.transition(job.id, S.PENDING, S.SUBMITTING, count_attempt=True)
         assert moved.attempts == 1
         assert [e["to_state"] for e in led.events(job.id)] == ["submitting"]
@@ -1236,9 +1272,13 @@ def test_the_ledger_waits_out_a_database_outage_and_carries_on(
             start = time.monotonic()
             # Runs while the server is down: blocks until it is back, then commits once.
             waiter: list[Any] = []
-            t = threading.Thread(target=lambda: waiter.append(
-                led.transition(job.id, S.PENDING, S.SUBMITTING, count_attempt=True,
-                               holder="host-a")))
+            t = threading.Thread(
+                target=lambda: waiter.append(
+                    led.transition(
+                        job.id, S.PENDING, S.SUBMITTING, count_attempt=True, holder="host-a"
+                    )
+                )
+            )
             t.start()
             time.sleep(0.5)
             assert t.is_alive()
@@ -1276,10 +1316,12 @@ def test_status_and_retry_on_a_host_see_the_paths_its_daemon_registered(
         assert [s.path for s in other.sources_under("/mnt/team")] == ["/mnt/team/a.prompt.toml"]
     with open_ledger(pg_url, state) as status_cmd:  # no rules given: the registered ones
         assert [s.path for s in status_cmd.sources_under("/Volumes/share/team")] == [
-            "/Volumes/share/team/a.prompt.toml"]
+            "/Volumes/share/team/a.prompt.toml"
+        ]
     with open_ledger(pg_url, tmp_path / "never-ran") as stranger:
         assert [s.path for s in stranger.sources_with_status("active")] == [
-            "@team:/a.prompt.toml"]  # shown as stored: host-independent, still readable
+            "@team:/a.prompt.toml"
+        ]  # shown as stored: host-independent, still readable
 
 
 def test_registering_new_roots_follows_a_moved_folder_and_the_sqlite_ledger_stays_absolute(

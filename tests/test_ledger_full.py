@@ -49,8 +49,9 @@ class Rig:
         """Prompt -> (state, paid attempts), read without writing (works on a full disk)."""
         db = sqlite3.connect(f"file:{self.state / LEDGER_NAME}?mode=ro", uri=True, timeout=5)
         try:
-            rows = db.execute("SELECT json_extract(request_json, '$.prompt'), state, attempts "
-                              "FROM jobs").fetchall()
+            rows = db.execute(
+                "SELECT json_extract(request_json, '$.prompt'), state, attempts FROM jobs"
+            ).fetchall()
         finally:
             db.close()
         return {p: (s, a) for p, s, a in rows}
@@ -90,17 +91,28 @@ def rig(tmp_path: Path, emulator_factory: Callable[..., Emulator]) -> Iterator[R
 
 def _check_outcome(rig: Rig, source: Path, prompt: str, full_at: str) -> None:
     """While full nothing was written; after space returned the image came, paid once."""
-    wait_for(lambda: image_for(source), f"the image once space returned ({full_at})",
-             timeout=RECOVERY, daemon=rig.daemon)
+    wait_for(
+        lambda: image_for(source),
+        f"the image once space returned ({full_at})",
+        timeout=RECOVERY,
+        daemon=rig.daemon,
+    )
     assert rig.jobs() == {"made before the disk filled": ("done", 1), prompt: ("done", 1)}
     assert rig.paid(prompt) == 1
     assert rig.integrity() == "ok"
     assert not note_for(source).exists()
     assert not [p for p in rig.folder.iterdir() if p.name.startswith(TEMP_PREFIX)]
     assert rig.daemon.proc.poll() is None
-    record("ledger_full", {"jobs_hit_by_a_full_ledger": 1, "duplicate_submissions": 0,
-                           "partial_images": 0, "daemon_exits": 0,
-                           f"errors_logged_{full_at}": rig.errors()})
+    record(
+        "ledger_full",
+        {
+            "jobs_hit_by_a_full_ledger": 1,
+            "duplicate_submissions": 0,
+            "partial_images": 0,
+            "daemon_exits": 0,
+            f"errors_logged_{full_at}": rig.errors(),
+        },
+    )
 
 
 def _full_until_freed(rig: Rig, source: Path, filler: Path) -> None:
@@ -116,11 +128,13 @@ def _full_until_freed(rig: Rig, source: Path, filler: Path) -> None:
 
 
 def test_a_task_finishing_while_the_ledger_disk_is_full_is_fetched_once_space_returns(
-        rig: Rig) -> None:
+    rig: Rig,
+) -> None:
     prompt = "finished while the ledger could not be written"
     source = write_prompt(rig.folder / "late.prompt.toml", prompt)
-    wait_for(lambda: rig.jobs().get(prompt, ("",))[0] == "running", "the job to run",
-             daemon=rig.daemon)
+    wait_for(
+        lambda: rig.jobs().get(prompt, ("",))[0] == "running", "the job to run", daemon=rig.daemon
+    )
     # The task completes remotely meanwhile; recording that fails, and nothing may be written.
     filler = fill(rig.state)
     _full_until_freed(rig, source, filler)
@@ -128,14 +142,12 @@ def test_a_task_finishing_while_the_ledger_disk_is_full_is_fetched_once_space_re
     _check_outcome(rig, source, prompt, "while_running")
 
 
-def test_a_submit_answer_arriving_while_the_ledger_disk_is_full_is_kept_not_lost(
-        rig: Rig) -> None:
+def test_a_submit_answer_arriving_while_the_ledger_disk_is_full_is_kept_not_lost(rig: Rig) -> None:
     prompt = "answered while the ledger could not be written"
     # The answer to the POST is held until the disk is full: recording the task id fails.
     rig.emu.set_faults(Faults(slow=1.0, slow_seconds=1.0, endpoints=("submit",)))
     source = write_prompt(rig.folder / "held.prompt.toml", prompt)
-    wait_for(lambda: rig.paid(prompt), "the emulator to record the submission",
-             daemon=rig.daemon)
+    wait_for(lambda: rig.paid(prompt), "the emulator to record the submission", daemon=rig.daemon)
     filler = fill(rig.state)
     rig.emu.set_faults(Faults())
     _full_until_freed(rig, source, filler)
@@ -143,7 +155,8 @@ def test_a_submit_answer_arriving_while_the_ledger_disk_is_full_is_kept_not_lost
 
 
 def test_a_prompt_file_dropped_while_the_ledger_disk_is_full_is_made_once_space_returns(
-        rig: Rig) -> None:
+    rig: Rig,
+) -> None:
     prompt = "dropped while the ledger could not be written"
     filler = fill(rig.state)
     source = write_prompt(rig.folder / "dropped.prompt.toml", prompt)

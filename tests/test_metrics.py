@@ -28,11 +28,15 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 def _scrape(server: MetricsServer) -> Samples:
     host, port = server.address
-    with urllib.request.urlopen(f"http://{format_address((host, port))}/metrics",
-                                timeout=10) as answer:
+    with urllib.request.urlopen(
+        f"http://{format_address((host, port))}/metrics", timeout=10
+    ) as answer:
         text = answer.read().decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def _value(samples: Samples, name: str, **labels: str) -> float | None:
@@ -56,9 +60,12 @@ def test_metrics_follow_the_work_over_http(tmp_path: Path, emulator: Emulator) -
 
     async def main() -> None:
         with Ledger(tmp_path / "state" / LEDGER_NAME) as ledger:
-            async with ToApisClient(CANARY, emulator.base_url,
-                                    rate_limits=RateLimits.unlimited(),
-                                    retry=RetryPolicy(attempts=2, base=0.01)) as client:
+            async with ToApisClient(
+                CANARY,
+                emulator.base_url,
+                rate_limits=RateLimits.unlimited(),
+                retry=RetryPolicy(attempts=2, base=0.01),
+            ) as client:
                 engine = Engine(ledger, client, [rule], FAST)
                 server = start_metrics(("127.0.0.1", 0), engine)
                 try:
@@ -75,8 +82,14 @@ def test_metrics_follow_the_work_over_http(tmp_path: Path, emulator: Emulator) -
 
                     async def answered_503() -> bool:
                         seen["now"] = await asyncio.to_thread(_scrape, server)
-                        return bool(_value(seen["now"], "promptdrop_api_answers_total",
-                                           endpoint="task", status="503"))
+                        return bool(
+                            _value(
+                                seen["now"],
+                                "promptdrop_api_answers_total",
+                                endpoint="task",
+                                status="503",
+                            )
+                        )
 
                     deadline = time.monotonic() + 10
                     while not await answered_503():
@@ -91,10 +104,15 @@ def test_metrics_follow_the_work_over_http(tmp_path: Path, emulator: Emulator) -
                     submitted = len(emulator.stats()["submissions"])
                     assert submitted == 3
                     assert _value(after, "promptdrop_submissions_total", rule=rule.name) == 3
-                    assert _value(after, "promptdrop_api_answers_total",
-                                  endpoint="submit", status="200") == 3
-                    assert (_value(after, "promptdrop_api_retries_total", endpoint="task")
-                            or 0) >= 1
+                    assert (
+                        _value(
+                            after, "promptdrop_api_answers_total", endpoint="submit", status="200"
+                        )
+                        == 3
+                    )
+                    assert (
+                        _value(after, "promptdrop_api_retries_total", endpoint="task") or 0
+                    ) >= 1
                     assert _value(after, "promptdrop_jobs", state="done") == 3
                     assert _value(after, "promptdrop_task_seconds_count") == 3
                     assert (_value(after, "promptdrop_task_seconds_sum") or 0) > 0
@@ -107,17 +125,23 @@ def test_metrics_follow_the_work_over_http(tmp_path: Path, emulator: Emulator) -
 
 
 def test_answers_that_never_came_are_counted_as_errors_and_engines_keep_apart(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
 
     async def main() -> None:
-        with Ledger(tmp_path / "a" / LEDGER_NAME) as one, \
-                Ledger(tmp_path / "b" / LEDGER_NAME) as two:
-            async with ToApisClient(CANARY, f"http://127.0.0.1:{dead}",
-                                    retry=RetryPolicy(attempts=2, base=0.01)) as client, \
-                    ToApisClient(CANARY, f"http://127.0.0.1:{dead}") as other:
+        with (
+            Ledger(tmp_path / "a" / LEDGER_NAME) as one,
+            Ledger(tmp_path / "b" / LEDGER_NAME) as two,
+        ):
+            async with (
+                ToApisClient(
+                    CANARY, f"http://127.0.0.1:{dead}", retry=RetryPolicy(attempts=2, base=0.01)
+                ) as client,
+                ToApisClient(CANARY, f"http://127.0.0.1:{dead}") as other,
+            ):
                 quiet = Engine(two, other, [])
                 engine = Engine(one, client, [])
                 with pytest.raises(TransientError):
@@ -128,8 +152,15 @@ def test_answers_that_never_came_are_counted_as_errors_and_engines_keep_apart(
                         samples = await asyncio.to_thread(_scrape, server)
                     finally:
                         server.close()
-                    assert _value(samples, "promptdrop_api_answers_total",
-                                  endpoint="balance", status="error") == tries
+                    assert (
+                        _value(
+                            samples,
+                            "promptdrop_api_answers_total",
+                            endpoint="balance",
+                            status="error",
+                        )
+                        == tries
+                    )
                     assert _value(samples, "promptdrop_budget_left", rule="x") is None
 
     asyncio.run(main())
@@ -150,28 +181,34 @@ def test_a_taken_port_is_refused_in_plain_words(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-@pytest.mark.parametrize(("text", "address"), [
-    ("127.0.0.1:9464", ("127.0.0.1", 9464)),
-    (":9464", ("127.0.0.1", 9464)),
-    ("[::1]:9464", ("::1", 9464)),
-    ("0.0.0.0:80", ("0.0.0.0", 80)),
-    (" localhost:65535 ", ("localhost", 65535)),
-])
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [
+        ("127.0.0.1:9464", ("127.0.0.1", 9464)),
+        (":9464", ("127.0.0.1", 9464)),
+        ("[::1]:9464", ("::1", 9464)),
+        ("0.0.0.0:80", ("0.0.0.0", 80)),
+        (" localhost:65535 ", ("localhost", 65535)),
+    ],
+)
 def test_metrics_addresses_are_read(text: str, address: tuple[str, int]) -> None:
     assert parse_address(text) == address
 
 
-@pytest.mark.parametrize(("text", "says"), [
-    ("9464", 'did you mean ":9464"'),
-    ("localhost", "has no port"),
-    ("::1:9464", "in brackets"),
-    ("[::1]", "missing its port"),
-    ("[not-v6]:80", "is not an IPv6 address"),
-    ("host:0", "from 1 to 65535"),
-    ("host:70000", "from 1 to 65535"),
-    ("host:http", "must be a number"),
-    ("", "has no port"),
-])
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("9464", 'did you mean ":9464"'),
+        ("localhost", "has no port"),
+        ("::1:9464", "in brackets"),
+        ("[::1]", "missing its port"),
+        ("[not-v6]:80", "is not an IPv6 address"),
+        ("host:0", "from 1 to 65535"),
+        ("host:70000", "from 1 to 65535"),
+        ("host:http", "must be a number"),
+        ("", "has no port"),
+    ],
+)
 def test_bad_metrics_addresses_say_how_to_write_them(text: str, says: str) -> None:
     with pytest.raises(ValueError, match=says) as caught:
         parse_address(text)

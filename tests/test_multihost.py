@@ -50,8 +50,9 @@ def mounts(folder: Path, base: Path, count: int) -> Iterator[list[Path]]:
         for n in range(1, count):
             view = base / f"mnt{n}"
             view.mkdir()
-            done = subprocess.run(["mount", "--bind", str(folder), str(view)],
-                                  capture_output=True, check=False)
+            done = subprocess.run(
+                ["mount", "--bind", str(folder), str(view)], capture_output=True, check=False
+            )
             if done.returncode == 0:
                 mounted.append(view)
                 views.append(view)
@@ -73,16 +74,27 @@ class Cluster:
         self.states = [tmp / f"state{n}" for n in range(len(views))]
 
     def start(self, n: int, lease_time: float) -> Daemon:
-        rules = rules_file(self.tmp / f"rules{n}.toml", self.views[n], settle=0.2,
-                           max_in_flight=8, account_group="svip")
+        rules = rules_file(
+            self.tmp / f"rules{n}.toml",
+            self.views[n],
+            settle=0.2,
+            max_in_flight=8,
+            account_group="svip",
+        )
         args: tuple[str, ...] = ("--lease-time", str(lease_time))
         if n == len(self.views) - 1:
             # The last one has the URL in its rules file; the others get it as --ledger.
             rules.write_text(f"ledger = {json.dumps(self.url)}\n" + rules.read_text())
         else:
             args += ("--ledger", self.url)
-        daemon = spawn(rules, self.states[n], daemon_env(self.emu.base_url), cwd=self.tmp,
-                       name=f"host{n}", args=args)
+        daemon = spawn(
+            rules,
+            self.states[n],
+            daemon_env(self.emu.base_url),
+            cwd=self.tmp,
+            name=f"host{n}",
+            args=args,
+        )
         self.daemons.append(daemon)
         return daemon
 
@@ -93,8 +105,10 @@ class Cluster:
         return started
 
     def drop(self, count: int) -> list[Path]:
-        return [write_prompt(self.folder / f"p{i:03}.prompt.toml", f"picture number {i}")
-                for i in range(count)]
+        return [
+            write_prompt(self.folder / f"p{i:03}.prompt.toml", f"picture number {i}")
+            for i in range(count)
+        ]
 
     def submitted(self) -> Counter[str]:
         return Counter(s["prompt"] for s in self.emu.stats()["submissions"])
@@ -120,9 +134,10 @@ class Cluster:
 def cluster(tmp_path: Path, pg_server: PgServer) -> Iterator[Cluster]:
     folder = tmp_path / "drop"
     folder.mkdir()
-    with Emulator(EmulatorConfig(api_key=CANARY, latency=0.5, jitter=0.0,
-                                 rate_limits=None)) as emu, \
-            mounts(folder, tmp_path, HOSTS) as views:
+    with (
+        Emulator(EmulatorConfig(api_key=CANARY, latency=0.5, jitter=0.0, rate_limits=None)) as emu,
+        mounts(folder, tmp_path, HOSTS) as views,
+    ):
         c = Cluster(tmp_path, emu, pg_server.new_schema(), views)
         try:
             yield c
@@ -140,8 +155,9 @@ def test_three_daemons_on_one_folder_submit_each_file_once_and_write_each_image_
     daemons = cluster.start_all()
     sources = cluster.drop(200)
     wait_for(lambda: _all_images(sources), "an image for each of the 200 files", timeout=120)
-    wait_for(lambda: set(cluster.states_by_job().values()) == {"done"}, "every job done",
-             timeout=30)
+    wait_for(
+        lambda: set(cluster.states_by_job().values()) == {"done"}, "every job done", timeout=30
+    )
 
     submitted = cluster.submitted()
     assert len(submitted) == 200
@@ -156,21 +172,43 @@ def test_three_daemons_on_one_folder_submit_each_file_once_and_write_each_image_
     # `status` and `retry` on any host, with that host's own paths.
     last = len(cluster.views) - 1
     env = daemon_env(cluster.emu.base_url)
-    shown = cli("status", "--json", "--ledger", cluster.url, "--state-dir",
-                str(cluster.states[last]), env=env, cwd=cluster.tmp)
+    shown = cli(
+        "status",
+        "--json",
+        "--ledger",
+        cluster.url,
+        "--state-dir",
+        str(cluster.states[last]),
+        env=env,
+        cwd=cluster.tmp,
+    )
     assert shown.returncode == 0, shown.stderr
     jobs = json.loads(shown.stdout)["jobs"]
     assert len(jobs) == 200
-    assert all(j["sources"] == [str(cluster.views[last] / Path(j["sources"][0]).name)]
-               for j in jobs)
+    assert all(
+        j["sources"] == [str(cluster.views[last] / Path(j["sources"][0]).name)] for j in jobs
+    )
     again = cluster.views[last] / sources[7].name
-    redo = cli("retry", "--force", "--ledger", cluster.url, "--state-dir",
-               str(cluster.states[last]), str(again), env=env, cwd=cluster.tmp)
+    redo = cli(
+        "retry",
+        "--force",
+        "--ledger",
+        cluster.url,
+        "--state-dir",
+        str(cluster.states[last]),
+        str(again),
+        env=env,
+        cwd=cluster.tmp,
+    )
     assert redo.returncode == 0, redo.stderr
-    wait_for(lambda: cluster.submitted()["picture number 7"] == 2, "the retried file to be sent",
-             timeout=30)
-    wait_for(lambda: cluster.writes()["p007.png"] == 2, "the retried image to be written",
-             timeout=30)
+    wait_for(
+        lambda: cluster.submitted()["picture number 7"] == 2,
+        "the retried file to be sent",
+        timeout=30,
+    )
+    wait_for(
+        lambda: cluster.writes()["p007.png"] == 2, "the retried image to be written", timeout=30
+    )
     time.sleep(1.0)
     assert cluster.submitted()["picture number 7"] == 2  # sent once more, by one host only
     assert sum(cluster.submitted().values()) == 201
@@ -186,19 +224,30 @@ def test_a_killed_daemons_running_tasks_are_finished_by_the_others_without_resub
     sources = cluster.drop(60)
 
     def victims_running() -> list[int]:
-        return [int(r[0]) for r in cluster.rows(
-            "SELECT jobs.id FROM jobs JOIN leases ON leases.job_id = jobs.id"
-            " WHERE leases.host = %s AND jobs.state = 'running'", (victim_host,))]
+        return [
+            int(r[0])
+            for r in cluster.rows(
+                "SELECT jobs.id FROM jobs JOIN leases ON leases.job_id = jobs.id"
+                " WHERE leases.host = %s AND jobs.state = 'running'",
+                (victim_host,),
+            )
+        ]
 
     held = wait_for(victims_running, "the first daemon to have running tasks", timeout=60)
     victim.kill()
     killed_at = time.monotonic()
     # Its tasks are polled by the others once its claims expire, and their images written.
-    wait_for(lambda: all(cluster.states_by_job().get(j) == "done" for j in held),
-             "the killed daemon's running tasks to be finished", timeout=30)
+    wait_for(
+        lambda: all(cluster.states_by_job().get(j) == "done" for j in held),
+        "the killed daemon's running tasks to be finished",
+        timeout=30,
+    )
     assert time.monotonic() - killed_at < lease + lease / 3 + 6  # expiry, renew tick, a poll
-    wait_for(lambda: set(cluster.states_by_job().values()) <= {"done", "ambiguous"},
-             "every job to end", timeout=120)
+    wait_for(
+        lambda: set(cluster.states_by_job().values()) <= {"done", "ambiguous"},
+        "every job to end",
+        timeout=120,
+    )
 
     submitted = cluster.submitted()
     assert max(submitted.values()) == 1  # nothing sent twice
@@ -224,10 +273,10 @@ def test_the_daemons_wait_out_a_10_second_database_outage_and_finish_without_res
     with outage(pg_server, 10.0):
         time.sleep(1.0)
         assert all(d.proc.poll() is None for d in daemons)
-    wait_for(lambda: _all_images(sources), "an image for each file after the outage",
-             timeout=120)
-    wait_for(lambda: set(cluster.states_by_job().values()) == {"done"}, "every job done",
-             timeout=30)
+    wait_for(lambda: _all_images(sources), "an image for each file after the outage", timeout=120)
+    wait_for(
+        lambda: set(cluster.states_by_job().values()) == {"done"}, "every job done", timeout=30
+    )
     submitted = cluster.submitted()
     assert len(submitted) == 60 and set(submitted.values()) == {1}
     assert set(cluster.writes().values()) == {1}

@@ -40,7 +40,7 @@ from promptdrop.outputs import (
 )
 
 INFO = {
-    "promptdrop:prompt": "Eine Katze im Raumanzug 🚀, \"retro\" poster\nsecond line",
+    "promptdrop:prompt": 'Eine Katze im Raumanzug 🚀, "retro" poster\nsecond line',
     "promptdrop:model": "gemini-2.5-flash-image-preview",
     "promptdrop:size": "16:9",
     "promptdrop:task_id": "task_01J9ABC",
@@ -55,8 +55,13 @@ def temps(folder: Path) -> list[str]:
 
 def make_image(fmt: str, size: tuple[int, int] = (40, 24), **save: object) -> bytes:
     img = Image.new("RGB", size)
-    img.putdata([((x * 7) % 256, (y * 11) % 256, (x * y) % 256)
-                 for y in range(size[1]) for x in range(size[0])])
+    img.putdata(
+        [
+            ((x * 7) % 256, (y * 11) % 256, (x * y) % 256)
+            for y in range(size[1])
+            for x in range(size[0])
+        ]
+    )
     buf = io.BytesIO()
     img.save(buf, format=fmt.upper(), **save)
     return buf.getvalue()
@@ -224,7 +229,9 @@ def small_fs(tmp_path: Path) -> Iterator[tuple[Path, bool]]:
     try:
         done = subprocess.run(
             ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
-            capture_output=True, timeout=10, check=False,
+            capture_output=True,
+            timeout=10,
+            check=False,
         )
         mounted = done.returncode == 0
     except (OSError, subprocess.SubprocessError):
@@ -342,10 +349,16 @@ def test_cleanup_temps_removes_only_our_leftover_files(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / f"{TEMP_PREFIX}nested").write_bytes(b"x")
     assert cleanup_temps(tmp_path) == 2
-    assert sorted(os.listdir(tmp_path)) == sorted([
-        f"{TEMP_PREFIX}dir", f"{TEMP_PREFIX}link", "poster.png", ".promptdrop-other",
-        ".~lock.poster.png#", "sub",
-    ])
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [
+            f"{TEMP_PREFIX}dir",
+            f"{TEMP_PREFIX}link",
+            "poster.png",
+            ".promptdrop-other",
+            ".~lock.poster.png#",
+            "sub",
+        ]
+    )
     assert (tmp_path / "poster.png").read_bytes() == b"img"
     assert cleanup_temps(tmp_path / "gone") == 0
 
@@ -529,7 +542,10 @@ def test_a_file_we_did_not_write_is_never_touched(
     assert clear_note(src) is False
     after = os.lstat(note)
     assert (after.st_ino, after.st_mode, after.st_mtime_ns) == (
-        before.st_ino, before.st_mode, before.st_mtime_ns)
+        before.st_ino,
+        before.st_mode,
+        before.st_mtime_ns,
+    )
     if content is not None:
         assert note.read_bytes() == content
     assert not note.with_name("elsewhere.txt").exists()

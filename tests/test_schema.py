@@ -33,7 +33,8 @@ def test_committed_schema_equals_the_generated_one(kind: str) -> None:
     committed = json.loads((RULES / f"{kind}.schema.json").read_text(encoding="utf-8"))
     assert committed == json_schema(kind), (  # type: ignore[arg-type]
         f"rules/{kind}.schema.json is stale: run `promptdrop schema {kind} > "
-        f"rules/{kind}.schema.json`")
+        f"rules/{kind}.schema.json`"
+    )
 
 
 def _properties(node: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -97,13 +98,19 @@ INVALID = [
     pytest.param("rules", {"api": {}}, id="no_rules"),
     pytest.param("rules", {"rules": []}, id="empty_rules"),
     pytest.param("rules", {"rules": [{"name": "a"}]}, id="rule_without_path"),
-    pytest.param("rules", {"rules": [{"name": "a", "path": "d", "max_in_flight": 65}]},
-                 id="max_in_flight_65"),
-    pytest.param("rules", {"rules": [{"name": "a", "path": "d", "defaults": {"sise": "1:1"}}]},
-                 id="unknown_key_in_rule_defaults"),
-    pytest.param("rules", {"api": {"account_group": "gold"}, "rules": [{"name": "a",
-                                                                         "path": "d"}]},
-                 id="bad_account_group"),
+    pytest.param(
+        "rules", {"rules": [{"name": "a", "path": "d", "max_in_flight": 65}]}, id="max_in_flight_65"
+    ),
+    pytest.param(
+        "rules",
+        {"rules": [{"name": "a", "path": "d", "defaults": {"sise": "1:1"}}]},
+        id="unknown_key_in_rule_defaults",
+    ),
+    pytest.param(
+        "rules",
+        {"api": {"account_group": "gold"}, "rules": [{"name": "a", "path": "d"}]},
+        id="bad_account_group",
+    ),
 ]
 
 
@@ -113,6 +120,12 @@ def test_invalid_documents_fail_the_schema(kind: str, doc: dict[str, Any]) -> No
 
 
 def test_a_full_prompt_document_passes_the_schema() -> None:
-    doc = {"prompt": "x", "size": "16:9", "model": "nano-banana", "count": 10,
-           "orientation": "portrait", "references": ["a.png", "https://e.com/b.jpg"]}
+    doc = {
+        "prompt": "x",
+        "size": "16:9",
+        "model": "nano-banana",
+        "count": 10,
+        "orientation": "portrait",
+        "references": ["a.png", "https://e.com/b.jpg"],
+    }
     validator("prompt").validate(doc)

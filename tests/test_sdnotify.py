@@ -110,20 +110,41 @@ class Rig:
 
     def rules(self, *folders: Path, settle: float = 0.2) -> Path:
         path = self.tmp / "rules.toml"
-        path.write_text('[api]\naccount_group = "svip"\n' + "".join(
-            f'[[rules]]\nname = "r{i}"\npath = {json.dumps(str(f))}\nsettle = {settle}\n'
-            for i, f in enumerate(folders or (self.folder,))), encoding="utf-8")
+        path.write_text(
+            '[api]\naccount_group = "svip"\n'
+            + "".join(
+                f'[[rules]]\nname = "r{i}"\npath = {json.dumps(str(f))}\nsettle = {settle}\n'
+                for i, f in enumerate(folders or (self.folder,))
+            ),
+            encoding="utf-8",
+        )
         return path
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("PROMPTDROP_STATE_DIR", "STATE_DIRECTORY", "CREDENTIALS_DIRECTORY",
-                            "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k
+            not in (
+                "PROMPTDROP_STATE_DIR",
+                "STATE_DIRECTORY",
+                "CREDENTIALS_DIRECTORY",
+                "NOTIFY_SOCKET",
+                "WATCHDOG_USEC",
+                "WATCHDOG_PID",
+            )
+        }
         env.update(TOAPIS_BASE_URL=self.emu.base_url, TOAPIS_API_KEY=KEY, **extra)
         return env
 
-    def start(self, listener: Listener | None, *, watchdog_usec: int | None = None,
-              own_pid: bool = False, **extra: str) -> subprocess.Popen[bytes]:
+    def start(
+        self,
+        listener: Listener | None,
+        *,
+        watchdog_usec: int | None = None,
+        own_pid: bool = False,
+        **extra: str,
+    ) -> subprocess.Popen[bytes]:
         env = self.env(**extra)
         if listener is not None:
             env["NOTIFY_SOCKET"] = listener.address
@@ -132,8 +153,14 @@ class Rig:
         # As systemd does: WATCHDOG_PID is the daemon's own pid. The shell's pid is it, since
         # exec keeps the pid.
         prefix = ("sh", "-c", 'WATCHDOG_PID=$$ exec "$@"', "sh") if own_pid else ()
-        proc = spawn(self.tmp / "rules.toml", self.state, env, cwd=self.tmp,
-                     name=f"daemon{len(self.procs)}", prefix=prefix).proc
+        proc = spawn(
+            self.tmp / "rules.toml",
+            self.state,
+            env,
+            cwd=self.tmp,
+            name=f"daemon{len(self.procs)}",
+            prefix=prefix,
+        ).proc
         self.procs.append(proc)
         return proc
 
@@ -162,8 +189,9 @@ class Rig:
 
 
 def make_rig(tmp_path: Path, latency: float) -> Iterator[Rig]:
-    with Emulator(EmulatorConfig(api_key=KEY, latency=latency, jitter=0.0,
-                                 rate_limits=None)) as emu:
+    with Emulator(
+        EmulatorConfig(api_key=KEY, latency=latency, jitter=0.0, rate_limits=None)
+    ) as emu:
         folder = tmp_path / "drop"
         folder.mkdir()
         rig = Rig(tmp_path, emu, folder, tmp_path / "state")
@@ -252,7 +280,8 @@ def test_the_watchdog_is_pinged_at_half_its_period_and_only_by_its_own_process()
 
 
 def test_ready_is_sent_only_after_recovery_and_the_first_scan_reached_the_ledger(
-        rig: Rig, tmp_path: Path) -> None:
+    rig: Rig, tmp_path: Path
+) -> None:
     # An earlier run dies right after committing a submission: recovery must settle that job
     # (as ambiguous) before READY.
     crashed = rig.drop("crashed.prompt.toml", "a crash before the answer")
@@ -300,17 +329,26 @@ def test_ready_is_sent_only_after_recovery_and_the_first_scan_reached_the_ledger
 
 
 def test_watchdog_pings_come_every_half_period_and_sigterm_is_announced(
-        rig: Rig, tmp_path: Path) -> None:
+    rig: Rig, tmp_path: Path
+) -> None:
     with listening(tmp_path) as listener:
         proc = rig.start(listener, watchdog_usec=1_000_000, own_pid=True)
         ready_at = wait_for(lambda: listener.with_line("READY=1"), "READY=1", rig)[0][0]
         source = rig.drop("one.prompt.toml", "a single image")
-        wait_for(lambda: source.with_name("one.png").exists()
-                 or source.with_name("one.jpg").exists(), "the image", rig)
+        wait_for(
+            lambda: source.with_name("one.png").exists() or source.with_name("one.jpg").exists(),
+            "the image",
+            rig,
+        )
         # The periodic status line follows the work: one image done today.
-        wait_for(lambda: any((m := STATUS.search(text)) and m.group(3) == "1"
-                             for _, text in listener.all()), "a status with 1 image done", rig,
-                 timeout=10)
+        wait_for(
+            lambda: any(
+                (m := STATUS.search(text)) and m.group(3) == "1" for _, text in listener.all()
+            ),
+            "a status with 1 image done",
+            rig,
+            timeout=10,
+        )
         pings = [t for t, _ in listener.with_line("WATCHDOG=1", after=ready_at)]
         assert stop_and_time(proc) < STOP_TIMEOUT
     assert len(pings) >= 4
@@ -333,7 +371,8 @@ def test_a_watchdog_meant_for_another_process_gets_no_pings(rig: Rig, tmp_path: 
 
 
 def test_sighup_reloads_the_rules_without_dropping_a_running_task(
-        slow_rig: Rig, tmp_path: Path) -> None:
+    slow_rig: Rig, tmp_path: Path
+) -> None:
     rig = slow_rig
     second = tmp_path / "second"
     second.mkdir()
@@ -341,43 +380,59 @@ def test_sighup_reloads_the_rules_without_dropping_a_running_task(
         proc = rig.start(listener)
         wait_for(lambda: listener.with_line("READY=1"), "READY=1", rig)
         source = rig.drop("slow.prompt.toml", "a slow image")
-        wait_for(lambda: rig.ledger("SELECT state FROM jobs") == [("running",)],
-                 "the task to run", rig)
+        wait_for(
+            lambda: rig.ledger("SELECT state FROM jobs") == [("running",)], "the task to run", rig
+        )
         rig.rules(rig.folder, second)  # a second watched folder
         hup_at = time.monotonic()
         proc.send_signal(signal.SIGHUP)
-        reloading = wait_for(lambda: listener.with_line("RELOADING=1", after=hup_at),
-                             "RELOADING=1", rig)
+        reloading = wait_for(
+            lambda: listener.with_line("RELOADING=1", after=hup_at), "RELOADING=1", rig
+        )
         assert any(line.startswith("MONOTONIC_USEC=") for line in reloading[0][1].split("\n"))
-        again = wait_for(lambda: listener.with_line("READY=1", after=reloading[0][0]),
-                         "READY=1 after the reload", rig)
+        again = wait_for(
+            lambda: listener.with_line("READY=1", after=reloading[0][0]),
+            "READY=1 after the reload",
+            rig,
+        )
         status = STATUS.search(again[0][1])
         assert status is not None and status.group(1) == "2", again
         # The task that was running when the rules changed still ends in an image, paid once.
-        wait_for(lambda: rig.ledger("SELECT state FROM jobs") == [("done",)],
-                 "the running task to finish", rig)
+        wait_for(
+            lambda: rig.ledger("SELECT state FROM jobs") == [("done",)],
+            "the running task to finish",
+            rig,
+        )
         assert source.with_name("slow.png").exists() or source.with_name("slow.jpg").exists()
         # The new folder is watched.
         rig.drop("new.prompt.toml", "from the new folder", folder=second)
-        wait_for(lambda: len(rig.ledger("SELECT state FROM jobs")) == 2,
-                 "the new folder's file to be taken up", rig)
+        wait_for(
+            lambda: len(rig.ledger("SELECT state FROM jobs")) == 2,
+            "the new folder's file to be taken up",
+            rig,
+        )
         assert stop_and_time(proc) < STOP_TIMEOUT
     prompts = [s["prompt"] for s in rig.emu.stats()["submissions"]]
     assert prompts.count("a slow image") == 1
 
 
 def test_an_invalid_rules_file_on_sighup_keeps_the_old_rules_and_still_reports_ready(
-        rig: Rig, tmp_path: Path) -> None:
+    rig: Rig, tmp_path: Path
+) -> None:
     with listening(tmp_path) as listener:
         proc = rig.start(listener)
         wait_for(lambda: listener.with_line("READY=1"), "READY=1", rig)
         (tmp_path / "rules.toml").write_text("[[rules]]\nname = 'r0'\npaht = 'x'\n")
         hup_at = time.monotonic()
         proc.send_signal(signal.SIGHUP)
-        reloading = wait_for(lambda: listener.with_line("RELOADING=1", after=hup_at),
-                             "RELOADING=1", rig)
-        wait_for(lambda: listener.with_line("READY=1", after=reloading[0][0]),
-                 "READY=1 after the refused reload", rig)
+        reloading = wait_for(
+            lambda: listener.with_line("RELOADING=1", after=hup_at), "RELOADING=1", rig
+        )
+        wait_for(
+            lambda: listener.with_line("READY=1", after=reloading[0][0]),
+            "READY=1 after the refused reload",
+            rig,
+        )
         # Still watching the old folder.
         rig.drop("after.prompt.toml", "after a bad reload")
         wait_for(lambda: rig.ledger("SELECT state FROM jobs"), "the file to be taken up", rig)
@@ -389,8 +444,7 @@ def test_an_invalid_rules_file_on_sighup_keeps_the_old_rules_and_still_reports_r
 def test_a_stuck_work_loop_stops_the_watchdog_pings(rig: Rig, tmp_path: Path) -> None:
     # PROMPTDROP_TEST_STALL_AFTER blocks the daemon's working loop, as a hang would.
     with listening(tmp_path) as listener:
-        rig.start(listener, watchdog_usec=600_000, own_pid=True,
-                  PROMPTDROP_TEST_STALL_AFTER="0.8")
+        rig.start(listener, watchdog_usec=600_000, own_pid=True, PROMPTDROP_TEST_STALL_AFTER="0.8")
         ready_at = wait_for(lambda: listener.with_line("READY=1"), "READY=1", rig)[0][0]
         time.sleep(2.5)
         pings = [t for t, _ in listener.with_line("WATCHDOG=1", after=ready_at)]

@@ -12,15 +12,47 @@ from hypothesis import strategies as st
 
 from promptdrop.spec import MODELS, SIZES, Request, SpecError, read_defaults, read_prompt_file
 
-SETTINGS = settings(max_examples=200, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 # Bytes that are mostly TOML-ish, so the parser gets past the first character often.
 toml_like = st.lists(
-    st.sampled_from([b"prompt", b"size", b"count", b"model", b"references", b"orientation",
-                     b" = ", b'"', b"'", b"[", b"]", b"{", b"}", b",", b"\n", b"1", b"16:9",
-                     b"nano-banana", b"#", b"\xef\xbb\xbf", b"\x00", b"\xc3", b"\xff", b".",
-                     b"true", b"2.5", b"..", b"/", b"a.png", b"https://x.y/z.png", b"\\u0000"]),
+    st.sampled_from(
+        [
+            b"prompt",
+            b"size",
+            b"count",
+            b"model",
+            b"references",
+            b"orientation",
+            b" = ",
+            b'"',
+            b"'",
+            b"[",
+            b"]",
+            b"{",
+            b"}",
+            b",",
+            b"\n",
+            b"1",
+            b"16:9",
+            b"nano-banana",
+            b"#",
+            b"\xef\xbb\xbf",
+            b"\x00",
+            b"\xc3",
+            b"\xff",
+            b".",
+            b"true",
+            b"2.5",
+            b"..",
+            b"/",
+            b"a.png",
+            b"https://x.y/z.png",
+            b"\\u0000",
+        ]
+    ),
     max_size=40,
 ).map(b"".join)
 any_bytes = st.one_of(st.binary(max_size=300), toml_like)
@@ -50,7 +82,9 @@ def test_any_bytes_give_a_request_or_a_spec_error(data: bytes) -> None:
 
 
 prompt_text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=200,
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc")),
+    min_size=1,
+    max_size=200,
 ).filter(lambda s: s.strip() == s and s != "")
 
 valid_prompt = st.fixed_dictionaries(
@@ -60,8 +94,9 @@ valid_prompt = st.fixed_dictionaries(
         "model": st.sampled_from(MODELS),
         "count": st.integers(1, 10),
         "orientation": st.sampled_from(["landscape", "portrait"]),
-        "references": st.lists(st.sampled_from(["https://a.example/x.png",
-                                                "http://b.example/y.jpg"]), max_size=14),
+        "references": st.lists(
+            st.sampled_from(["https://a.example/x.png", "http://b.example/y.jpg"]), max_size=14
+        ),
     },
 )
 
@@ -86,8 +121,9 @@ def _render(values: dict[str, Any], order: list[str], blank_lines: int, comment:
 
 @SETTINGS
 @given(values=valid_prompt, data=st.data())
-def test_valid_prompts_in_any_key_order_and_layout_hash_equal(values: dict[str, Any],
-                                                              data: st.DataObject) -> None:
+def test_valid_prompts_in_any_key_order_and_layout_hash_equal(
+    values: dict[str, Any], data: st.DataObject
+) -> None:
     keys = list(values)
     order_a = data.draw(st.permutations(keys))
     order_b = data.draw(st.permutations(keys))
@@ -96,8 +132,7 @@ def test_valid_prompts_in_any_key_order_and_layout_hash_equal(values: dict[str, 
         a = root / "a.prompt.toml"
         b = root / "b.prompt.toml"
         a.write_text(_render(values, order_a, 0, False), encoding="utf-8")
-        b.write_text(_render(values, order_b, data.draw(st.integers(0, 2)), True),
-                     encoding="utf-8")
+        b.write_text(_render(values, order_b, data.draw(st.integers(0, 2)), True), encoding="utf-8")
         ra = read_prompt_file(a, root)
         rb = read_prompt_file(b, root)
     assert ra.request_hash == rb.request_hash

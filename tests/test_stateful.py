@@ -53,10 +53,16 @@ class Folder(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         stats = self.emu.stats()
-        record("stateful", {"sequences": 1, "steps": self.steps, "crashes": self.crashes,
-                            "paid_submissions": len(stats["submissions"]),
-                            "distinct_requests_paid": len({s["prompt"] for s in
-                                                           stats["submissions"]})})
+        record(
+            "stateful",
+            {
+                "sequences": 1,
+                "steps": self.steps,
+                "crashes": self.crashes,
+                "paid_submissions": len(stats["submissions"]),
+                "distinct_requests_paid": len({s["prompt"] for s in stats["submissions"]}),
+            },
+        )
         self.emu.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -104,12 +110,29 @@ class Folder(RuleBasedStateMachine):
 
     @rule(point=st.sampled_from(POINTS))
     def crash_and_restart(self, point: str) -> None:
-        env = {**os.environ, "PROMPTDROP_CRASH_AT": point, "TOAPIS_API_KEY": CANARY,
-               "TOAPIS_BASE_URL": self.emu.base_url}
+        env = {
+            **os.environ,
+            "PROMPTDROP_CRASH_AT": point,
+            "TOAPIS_API_KEY": CANARY,
+            "TOAPIS_BASE_URL": self.emu.base_url,
+        }
         subprocess.run(
-            [sys.executable, "-m", "promptdrop", "watch", "--once", str(self.folder),
-             "--state-dir", str(self.state), "--poll-interval", "0.02"],
-            env=env, capture_output=True, timeout=60, check=False,
+            [
+                sys.executable,
+                "-m",
+                "promptdrop",
+                "watch",
+                "--once",
+                str(self.folder),
+                "--state-dir",
+                str(self.state),
+                "--poll-interval",
+                "0.02",
+            ],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
         )
         self.crashes += 1
         if point in ("after_intent", "after_answer"):
@@ -119,8 +142,14 @@ class Folder(RuleBasedStateMachine):
     def _pass(self) -> None:
         self.steps += 1
         self.seen = dict(self.files)  # what the folder held when this pass read it
-        opts = WatchOptions(rules=rules_for_folders([self.folder]), state_dir=self.state,
-                            api_key=CANARY, base_url=self.emu.base_url, once=True, engine=FAST)
+        opts = WatchOptions(
+            rules=rules_for_folders([self.folder]),
+            state_dir=self.state,
+            api_key=CANARY,
+            base_url=self.emu.base_url,
+            once=True,
+            engine=FAST,
+        )
         asyncio.run(run(opts))
 
     @invariant()
@@ -153,7 +182,9 @@ class Folder(RuleBasedStateMachine):
 
 
 Folder.TestCase.settings = settings(
-    max_examples=20, stateful_step_count=10, deadline=None,
+    max_examples=20,
+    stateful_step_count=10,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 test_folder_state_machine = Folder.TestCase

@@ -102,8 +102,7 @@ def start_daemon(tmp_path: Path, emu: Emulator) -> Iterator[Start]:
         stop_all(started)
 
 
-def one_root(tmp_path: Path, start: Start,
-             poll: str) -> tuple[Path, Daemon]:
+def one_root(tmp_path: Path, start: Start, poll: str) -> tuple[Path, Daemon]:
     folder = tmp_path / "drop"
     folder.mkdir()
     return folder, start([Root("drop", folder, poll=poll)])
@@ -113,7 +112,7 @@ def write_slowly(path: Path, data: bytes, chunks: int = 5, pause: float = 0.1) -
     step = max(1, len(data) // chunks)
     with open(path, "wb") as f:
         for i in range(0, len(data), step):
-            f.write(data[i:i + step])
+            f.write(data[i : i + step])
             f.flush()
             time.sleep(pause)
 
@@ -202,7 +201,7 @@ def test_file_growing_for_three_seconds_is_submitted_once_after_the_last_write(
     chunk = max(1, len(body) // 30)
     with open(path, "wb") as f:
         for i in range(0, len(body), chunk):
-            f.write(body[i:i + chunk])
+            f.write(body[i : i + chunk])
             f.flush()
             time.sleep(0.1)
             assert emu.stats()["submissions"] == [], "submitted while the file was growing"
@@ -234,6 +233,7 @@ def test_editor_atomic_save_over_a_done_file_submits_once_and_keeps_the_old_imag
     wait_for(lambda: len(prompts(emu)) == 2, what="the second submission")
     kept = folder / f"poster.v1{first.suffix}"
     wait_for(kept.exists, what=str(kept))
+
     def replaced() -> bool:
         current = image(folder)
         return current is not None and current.read_bytes() != first_bytes
@@ -305,20 +305,27 @@ def test_each_root_applies_its_own_defaults_and_folder_style(
     wide, tall = tmp_path / "wide", tmp_path / "tall"
     (wide / "styled").mkdir(parents=True)
     tall.mkdir()
-    (wide / "styled" / ".promptdrop.toml").write_text('style = "in watercolour"\n',
-                                                      encoding="utf-8")
-    start_daemon([
-        Root("wide", wide, settle=0.3, defaults={"size": "16:9"}),
-        Root("tall", tall, settle=0.8, poll="always", defaults={"size": "9:16"}),
-    ])
+    (wide / "styled" / ".promptdrop.toml").write_text(
+        'style = "in watercolour"\n', encoding="utf-8"
+    )
+    start_daemon(
+        [
+            Root("wide", wide, settle=0.3, defaults={"size": "16:9"}),
+            Root("tall", tall, settle=0.8, poll="always", defaults={"size": "9:16"}),
+        ]
+    )
     (wide / "a.prompt.toml").write_text(toml_prompt("wide plain"), encoding="utf-8")
     (wide / "styled" / "b.prompt.toml").write_text(toml_prompt("wide styled"), encoding="utf-8")
     (tall / "c.prompt.toml").write_text(toml_prompt("tall plain"), encoding="utf-8")
     (tall / "d.prompt.toml").write_text(toml_prompt("tall square", "1:1"), encoding="utf-8")
 
-    wait_for(lambda: all(image(f.parent, f.name.split(".")[0]) for f in [
-        wide / "a.x", wide / "styled" / "b.x", tall / "c.x", tall / "d.x"]),
-        what="four images")
+    wait_for(
+        lambda: all(
+            image(f.parent, f.name.split(".")[0])
+            for f in [wide / "a.x", wide / "styled" / "b.x", tall / "c.x", tall / "d.x"]
+        ),
+        what="four images",
+    )
     got = {s["prompt"]: s["size"] for s in emu.stats()["submissions"]}
     assert got == {
         "wide plain": "16:9",
@@ -347,11 +354,11 @@ def test_a_root_that_vanishes_and_returns_loses_nothing_and_pays_nothing(
     os.rename(away, folder)
     wait_for(lambda: "watcher_root_back" in daemon.log(), what="the daemon to see it back")
 
-    (folder / "fresh.prompt.toml").write_text(toml_prompt("after the return"),
-                                              encoding="utf-8")
+    (folder / "fresh.prompt.toml").write_text(toml_prompt("after the return"), encoding="utf-8")
     wait_for(lambda: image(folder, "fresh"), what="the image of the new file")
     time.sleep(2 * SETTLE)
     assert sorted(prompts(emu)) == ["after the return", "kept 0", "kept 1", "kept 2"]
     statuses = source_statuses(tmp_path / "state")
-    assert statuses == {str(folder / f"{n}.prompt.toml"): "active"
-                        for n in ("p0", "p1", "p2", "fresh")}
+    assert statuses == {
+        str(folder / f"{n}.prompt.toml"): "active" for n in ("p0", "p1", "p2", "fresh")
+    }

@@ -28,8 +28,10 @@ MAX_EXPOSURE = 2.0
 def _analyze() -> str:
     found = shutil.which("systemd-analyze")
     if found is None:
-        message = ("systemd-analyze is missing; install Debian's systemd package "
-                   "(apt-get install systemd) to check the unit files")
+        message = (
+            "systemd-analyze is missing; install Debian's systemd package "
+            "(apt-get install systemd) to check the unit files"
+        )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
@@ -48,8 +50,10 @@ def _with_real_program(unit: Path, folder: Path) -> Path:
     exec_lines = re.findall(r"^ExecStart=(\S+)", text, flags=re.MULTILINE)
     assert len(exec_lines) == 1 and exec_lines[0].endswith("/promptdrop"), exec_lines
     copy = folder / "promptdrop.service"
-    copy.write_text(text.replace(f"ExecStart={exec_lines[0]} ",
-                                 f"ExecStart={_installed_promptdrop()} "), encoding="utf-8")
+    copy.write_text(
+        text.replace(f"ExecStart={exec_lines[0]} ", f"ExecStart={_installed_promptdrop()} "),
+        encoding="utf-8",
+    )
     return copy
 
 
@@ -62,13 +66,19 @@ def _verify(unit: Path, tmp_path: Path, *, user: bool) -> subprocess.CompletedPr
         runtime.mkdir(mode=0o700)
         env["XDG_RUNTIME_DIR"] = str(runtime)
         argv.append("--user")
-    return subprocess.run([*argv, str(unit)], capture_output=True, text=True, env=env,
-                          timeout=60, check=False)
+    return subprocess.run(
+        [*argv, str(unit)], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
 
 
 def _exposure(unit: Path) -> float:
-    done = subprocess.run([_analyze(), "security", "--offline=yes", str(unit)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [_analyze(), "security", "--offline=yes", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", done.stdout)
     assert match, f"no overall exposure in the output:\n{done.stdout}\n{done.stderr}"
     return float(match.group(1))

@@ -41,8 +41,11 @@ def _existing_ledger(args: argparse.Namespace, command: str) -> Path | None:
 
     path = _state_dir(args) / LEDGER_NAME
     if not path.exists():
-        print(f"promptdrop {command}: no ledger yet at {path} (the daemon has not run with this "
-              "state folder; see --state-dir)", file=sys.stderr)
+        print(
+            f"promptdrop {command}: no ledger yet at {path} (the daemon has not run with this "
+            "state folder; see --state-dir)",
+            file=sys.stderr,
+        )
         return None
     return path
 
@@ -71,17 +74,22 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         elif args.folders:
             rules = rules_for_folders([Path(f) for f in args.folders])
         else:
-            print("promptdrop watch: name a folder to watch, or a rules file with --rules",
-                  file=sys.stderr)
+            print(
+                "promptdrop watch: name a folder to watch, or a rules file with --rules",
+                file=sys.stderr,
+            )
             return 2
         key = resolve_api_key(Path(args.api_key_file) if args.api_key_file else None)
         if not key:
-            print("promptdrop watch: no API key. Set TOAPIS_API_KEY, or pass --api-key-file, "
-                  "or (under systemd) the credential 'toapis-api-key'. To try promptdrop "
-                  "without a key, run: promptdrop demo", file=sys.stderr)
+            print(
+                "promptdrop watch: no API key. Set TOAPIS_API_KEY, or pass --api-key-file, "
+                "or (under systemd) the credential 'toapis-api-key'. To try promptdrop "
+                "without a key, run: promptdrop demo",
+                file=sys.stderr,
+            )
             return 2
         logs.register_secret(key)
-        base_url = (os.environ.get("TOAPIS_BASE_URL") or rules.api.base_url or DEFAULT_BASE_URL)
+        base_url = os.environ.get("TOAPIS_BASE_URL") or rules.api.base_url or DEFAULT_BASE_URL
         metrics = None
         if args.metrics:
             from promptdrop.service.metrics import parse_address
@@ -99,11 +107,20 @@ def _cmd_watch(args: argparse.Namespace) -> int:
             return read_rules(rules_path) if rules_path else rules_for_folders(folders)
 
         opts = WatchOptions(
-            rules=rules, state_dir=_state_dir(args), api_key=key, base_url=base_url,
-            once=args.once, progress=args.once and sys.stderr.isatty(),
-            engine=EngineOptions(poll_first=args.poll_interval, poll_interval=args.poll_interval,
-                                 lease_ttl=args.lease_time),
-            reload_rules=reload_rules, metrics=metrics, ledger=args.ledger or rules.ledger,
+            rules=rules,
+            state_dir=_state_dir(args),
+            api_key=key,
+            base_url=base_url,
+            once=args.once,
+            progress=args.once and sys.stderr.isatty(),
+            engine=EngineOptions(
+                poll_first=args.poll_interval,
+                poll_interval=args.poll_interval,
+                lease_ttl=args.lease_time,
+            ),
+            reload_rules=reload_rules,
+            metrics=metrics,
+            ledger=args.ledger or rules.ledger,
         )
         return asyncio.run(run(opts))
     except SpecError as exc:
@@ -115,8 +132,10 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     except LedgerUnavailable as exc:
         # The shared ledger stayed away longer than the daemon waits; under systemd,
         # Restart=on-failure starts it again.
-        print(f"promptdrop watch: {exc}; stopping (running tasks resume on the next start)",
-              file=sys.stderr)
+        print(
+            f"promptdrop watch: {exc}; stopping (running tasks resume on the next start)",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -126,9 +145,13 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
     # The table is the output; the API client's retry lines would only clutter it.
     logs.configure(json=False, level="error")
-    return run_doctor(Path(args.rules) if args.rules else None,
-                      [Path(f) for f in args.folders], _state_dir(args),
-                      Path(args.api_key_file) if args.api_key_file else None, sys.stdout)
+    return run_doctor(
+        Path(args.rules) if args.rules else None,
+        [Path(f) for f in args.folders],
+        _state_dir(args),
+        Path(args.api_key_file) if args.api_key_file else None,
+        sys.stdout,
+    )
 
 
 def _open_existing(args: argparse.Namespace, command: str) -> LedgerBase | None:
@@ -163,8 +186,10 @@ def _cmd_retry(args: argparse.Namespace) -> int:
         return 1
     with ledger:
         n = retry(ledger, Path(args.path), sys.stdout, force=args.force)
-    print(f"{n} job(s) queued again; the running daemon picks them up within seconds "
-          "(or the next `promptdrop watch`).")
+    print(
+        f"{n} job(s) queued again; the running daemon picks them up within seconds "
+        "(or the next `promptdrop watch`)."
+    )
     return 0
 
 
@@ -208,20 +233,30 @@ def build_parser() -> argparse.ArgumentParser:
         "for each problem; exits 0 when all are valid, 1 otherwise.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="a file or a folder")
-    p.add_argument("--root", type=Path, default=None,
-                   help="the watched folder that references must stay inside "
-                   "(default: the folder given, or a file's own folder)")
+    p.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="the watched folder that references must stay inside "
+        "(default: the folder given, or a file's own folder)",
+    )
     p.set_defaults(func=_cmd_check)
 
     def state_dir_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--state-dir", metavar="DIR",
-                       help="where the ledger lives (default: $PROMPTDROP_STATE_DIR, else "
-                       "$STATE_DIRECTORY, else $XDG_STATE_HOME/promptdrop); keep it on local disk")
+        p.add_argument(
+            "--state-dir",
+            metavar="DIR",
+            help="where the ledger lives (default: $PROMPTDROP_STATE_DIR, else "
+            "$STATE_DIRECTORY, else $XDG_STATE_HOME/promptdrop); keep it on local disk",
+        )
 
     def ledger_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--ledger", metavar="URL",
-                       help="the ledger shared with other hosts in PostgreSQL "
-                       "(postgresql://USER@HOST/DB); default: SQLite in the state directory")
+        p.add_argument(
+            "--ledger",
+            metavar="URL",
+            help="the ledger shared with other hosts in PostgreSQL "
+            "(postgresql://USER@HOST/DB); default: SQLite in the state directory",
+        )
 
     p = sub.add_parser(
         "watch",
@@ -233,23 +268,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("folders", nargs="*", metavar="FOLDER", help="a folder to watch")
     p.add_argument("--rules", metavar="FILE", help="a rules file (see rules/*.rules.toml)")
-    p.add_argument("--once", action="store_true",
-                   help="process every prompt file present, wait for the images, and exit: "
-                   "0 when all succeeded, 1 when some failed")
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="process every prompt file present, wait for the images, and exit: "
+        "0 when all succeeded, 1 when some failed",
+    )
     state_dir_option(p)
     p.add_argument("--api-key-file", metavar="FILE", help="read the API key from this file")
-    p.add_argument("--poll-interval", type=float, default=None, metavar="SECONDS",
-                   help="how often running tasks are polled, first poll included (default: the "
-                   "rules file's [api] poll_first and poll_interval, 5 s as the API advises)")
-    p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto",
-                   help="auto: readable on a terminal, JSON lines otherwise")
-    p.add_argument("--metrics", metavar="HOST:PORT",
-                   help="serve Prometheus metrics at http://HOST:PORT/metrics "
-                   "(e.g. 127.0.0.1:9464)")
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how often running tasks are polled, first poll included (default: the "
+        "rules file's [api] poll_first and poll_interval, 5 s as the API advises)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=["auto", "json", "console"],
+        default="auto",
+        help="auto: readable on a terminal, JSON lines otherwise",
+    )
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464)",
+    )
     ledger_option(p)
-    p.add_argument("--lease-time", type=float, default=30.0, metavar="SECONDS",
-                   help="with --ledger: how soon another host takes over the jobs of one that "
-                   "stopped (default 30)")
+    p.add_argument(
+        "--lease-time",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="with --ledger: how soon another host takes over the jobs of one that "
+        "stopped (default 30)",
+    )
     p.set_defaults(func=_cmd_watch)
 
     p = sub.add_parser(
@@ -267,32 +321,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key-file", metavar="FILE", help="read the API key from this file")
     p.set_defaults(func=_cmd_doctor)
 
-    p = sub.add_parser("status", help="list the jobs in the ledger",
-                       description="List every job: state, prompt file, task, image, error.")
+    p = sub.add_parser(
+        "status",
+        help="list the jobs in the ledger",
+        description="List every job: state, prompt file, task, image, error.",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     state_dir_option(p)
     ledger_option(p)
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser(
-        "retry", help="make a file or folder again on purpose",
+        "retry",
+        help="make a file or folder again on purpose",
         description="Queue the failed and ambiguous jobs of a prompt file (or of every prompt "
         "file under a folder) again. With --force, finished ones too: that pays again.",
     )
     p.add_argument("path", metavar="PATH", help="a prompt file or a folder")
-    p.add_argument("--force", action="store_true",
-                   help="also regenerate images that were made successfully (paid again)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="also regenerate images that were made successfully (paid again)",
+    )
     state_dir_option(p)
     ledger_option(p)
     p.set_defaults(func=_cmd_retry)
 
     p = sub.add_parser(
-        "demo", help="try promptdrop on example prompts with the built-in emulator",
+        "demo",
+        help="try promptdrop on example prompts with the built-in emulator",
         description="Copy the example prompts into FOLDER, start the built-in emulator, make "
         "their images, and say where they are. Needs no API key and no network.",
     )
-    p.add_argument("folder", nargs="?", default="promptdrop-demo",
-                   help="where to put the examples (default ./promptdrop-demo)")
+    p.add_argument(
+        "folder",
+        nargs="?",
+        default="promptdrop-demo",
+        help="where to put the examples (default ./promptdrop-demo)",
+    )
     state_dir_option(p)
     p.set_defaults(func=_cmd_demo)
 

@@ -80,8 +80,13 @@ def inspect(data: bytes) -> ImageInfo:
                         raise ImageError("the PNG data is truncated (its end chunk is cut off)")
                 else:
                     img.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
-            Image.DecompressionBombError) as exc:
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombWarning,
+        Image.DecompressionBombError,
+    ) as exc:
         if isinstance(exc, ImageError):
             raise
         raise ImageError(f"the {fmt.upper()} data does not decode ({exc})") from None

@@ -23,19 +23,26 @@ from tests.bench.scenarios import BENCHMARKS, Row, Settings
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--quick", action="store_true", help="smaller numbers, ~5 minutes")
-    parser.add_argument("--only", action="append", default=[], metavar="NAME",
-                        help=f"run only these ({', '.join(BENCHMARKS)})")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"run only these ({', '.join(BENCHMARKS)})",
+    )
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
     names = [n for item in args.only for n in item.split(",") if n] or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
-        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from "
-                     f"{', '.join(BENCHMARKS)}")
+        parser.error(
+            f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}"
+        )
     work = Path(tempfile.mkdtemp(prefix="promptdrop-bench-"))
     settings = Settings(quick=args.quick, work=work)
     info = machine(work)
@@ -74,8 +81,10 @@ def text(rows: list[Row], info: dict[str, str], mode: str, elapsed: float) -> st
     head = ("benchmark", "figure", "measured", "limit / baseline", "target", "met")
     body = [(r.bench, r.figure, r.value, r.reference, r.target, _mark(r.ok)) for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=False)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-             for line in (head, tuple("-" * w for w in widths), *body)]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+        for line in (head, tuple("-" * w for w in widths), *body)
+    ]
     lines.append("")
     lines.extend(f"{r.bench} / {r.figure}: {r.note}" for r in rows if r.note)
     lines.append("")

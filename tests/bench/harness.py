@@ -43,8 +43,13 @@ class BenchError(RuntimeError):
     """A benchmark could not produce its figure (the daemon died, a wait timed out)."""
 
 
-def wait_for(cond: Callable[[], T | None], what: str, timeout: float, interval: float = 0.02,
-             daemon: Daemon | None = None) -> T:
+def wait_for(
+    cond: Callable[[], T | None],
+    what: str,
+    timeout: float,
+    interval: float = 0.02,
+    daemon: Daemon | None = None,
+) -> T:
     """Poll `cond` until it returns something truthy; BenchError after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -76,18 +81,21 @@ def _one_image_per_size(prompt: str, size: str, fmt: str) -> bytes:
 
 
 @contextlib.contextmanager
-def emulator(*, latency: float, submit_per_s: float | None = None,
-             fast_images: bool = True) -> Iterator[Emulator]:
+def emulator(
+    *, latency: float, submit_per_s: float | None = None, fast_images: bool = True
+) -> Iterator[Emulator]:
     """A started emulator in this process; `submit_per_s` None turns rate limits off.
 
     With a submit rate, the submit bucket allows that many per second and ten times that per
     10 s, and the query bucket ten times as many, so polls are never what is limited."""
     limits = None
     if submit_per_s is not None:
-        limits = RateLimitConfig(submit_per_s=submit_per_s,
-                                 submit_burst_10s=int(submit_per_s * 10),
-                                 query_per_s=submit_per_s * 10,
-                                 query_burst_10s=int(submit_per_s * 100))
+        limits = RateLimitConfig(
+            submit_per_s=submit_per_s,
+            submit_burst_10s=int(submit_per_s * 10),
+            query_per_s=submit_per_s * 10,
+            query_burst_10s=int(submit_per_s * 100),
+        )
     saved = getattr(emu_handlers, "render")  # noqa: B009 (not re-exported: mypy)
     if fast_images:
         setattr(emu_handlers, "render", _one_image_per_size)  # noqa: B010
@@ -102,18 +110,30 @@ def emulator(*, latency: float, submit_per_s: float | None = None,
 # --- the daemon -----------------------------------------------------------------------------
 
 
-def write_rules(path: Path, root: Path, *, settle: float = 1.0, max_in_flight: int = 32,
-                group: str = "svip", poll: str = "auto", scan_interval: float = 5.0,
-                poll_first: float | None = None, poll_interval: float | None = None,
-                submit_rate: float | None = None) -> Path:
+def write_rules(
+    path: Path,
+    root: Path,
+    *,
+    settle: float = 1.0,
+    max_in_flight: int = 32,
+    group: str = "svip",
+    poll: str = "auto",
+    scan_interval: float = 5.0,
+    poll_first: float | None = None,
+    poll_interval: float | None = None,
+    submit_rate: float | None = None,
+) -> Path:
     """A rules file with one rule named "bench" watching `root`.
 
     `poll` and `scan_interval` are the folder's (inotify or scanning); `poll_first`,
     `poll_interval` and `submit_rate` go in [api] (task polling and the client's submit rate),
     left out when None so the daemon's defaults apply."""
     api = [f'account_group = "{group}"']
-    for key, value in (("poll_first", poll_first), ("poll_interval", poll_interval),
-                       ("submit_rate", submit_rate)):
+    for key, value in (
+        ("poll_first", poll_first),
+        ("poll_interval", poll_interval),
+        ("submit_rate", submit_rate),
+    ):
         if value is not None:
             api.append(f"{key} = {float(value)!r}")
     path.write_text(
@@ -223,16 +243,27 @@ class Daemon:
 
 
 def daemon_env(emu: Emulator) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PROMPTDROP_STATE_DIR", "STATE_DIRECTORY", "CREDENTIALS_DIRECTORY",
-                        "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "PROMPTDROP_STATE_DIR",
+            "STATE_DIRECTORY",
+            "CREDENTIALS_DIRECTORY",
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+        )
+    }
     env["TOAPIS_BASE_URL"] = emu.base_url
     env["TOAPIS_API_KEY"] = KEY
     return env
 
 
-def start_daemon(emu: Emulator, rules: Path, state: Path, work: Path, *,
-                 once: bool = False, tag: str = "daemon") -> Daemon:
+def start_daemon(
+    emu: Emulator, rules: Path, state: Path, work: Path, *, once: bool = False, tag: str = "daemon"
+) -> Daemon:
     """Start `python -m promptdrop watch --rules RULES` with JSON logs and a NOTIFY_SOCKET.
 
     Task polling and the submit rate come from the rules file's [api] table (write_rules)."""
@@ -241,14 +272,25 @@ def start_daemon(emu: Emulator, rules: Path, state: Path, work: Path, *,
     env = daemon_env(emu)
     env["NOTIFY_SOCKET"] = str(notify.path)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    argv = [sys.executable, "-m", "promptdrop", "watch", "--rules", str(rules),
-            "--state-dir", str(state), "--log-format", "json"]
+    argv = [
+        sys.executable,
+        "-m",
+        "promptdrop",
+        "watch",
+        "--rules",
+        str(rules),
+        "--state-dir",
+        str(state),
+        "--log-format",
+        "json",
+    ]
     if once:
         argv.append("--once")
     with err.open("wb") as fe:
         started = time.monotonic()
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=fe,
-                                stdin=subprocess.DEVNULL, env=env, cwd=work)
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=fe, stdin=subprocess.DEVNULL, env=env, cwd=work
+        )
     return Daemon(proc, err, started, notify)
 
 
@@ -289,26 +331,62 @@ def build_done_tree(root: Path, state: Path, files: int, folders: int) -> float:
             source.write_bytes(data)
             request = read_prompt_file(source, root, None)
             h = request.request_hash
-            ledger.put_source(source, rule="bench", status="active",
-                              content_sha256=hashlib.sha256(data).hexdigest(),
-                              request_hash=h, image_count=request.count)
+            ledger.put_source(
+                source,
+                rule="bench",
+                status="active",
+                content_sha256=hashlib.sha256(data).hexdigest(),
+                request_hash=h,
+                image_count=request.count,
+            )
             job = ledger.ensure_job(h, 1, request.canonical(), "bench")
             now = time.time()
             task = f"task_img_bench{i:08d}"
             S = JobState
-            job = ledger.transition(job.id, S.PENDING, S.SUBMITTING, detail="submitting",
-                                    count_attempt=True, intent_at=now)
-            job = ledger.transition(job.id, S.SUBMITTING, S.RUNNING, detail=f"task {task}",
-                                    task_id=task, submitted_at=now)
-            job = ledger.transition(job.id, S.RUNNING, S.DOWNLOADING, detail="completed",
-                                    result_url=f"http://127.0.0.1:9/generated/{task}.jpg",
-                                    expires_at=now + 86400)
-            image = outputs.with_provenance(png, "png", {
-                "promptdrop:request": h, "promptdrop:task_id": task,
-                "promptdrop:source": source.name, "promptdrop:index": "1"})
+            job = ledger.transition(
+                job.id,
+                S.PENDING,
+                S.SUBMITTING,
+                detail="submitting",
+                count_attempt=True,
+                intent_at=now,
+            )
+            job = ledger.transition(
+                job.id,
+                S.SUBMITTING,
+                S.RUNNING,
+                detail=f"task {task}",
+                task_id=task,
+                submitted_at=now,
+            )
+            job = ledger.transition(
+                job.id,
+                S.RUNNING,
+                S.DOWNLOADING,
+                detail="completed",
+                result_url=f"http://127.0.0.1:9/generated/{task}.jpg",
+                expires_at=now + 86400,
+            )
+            image = outputs.with_provenance(
+                png,
+                "png",
+                {
+                    "promptdrop:request": h,
+                    "promptdrop:task_id": task,
+                    "promptdrop:source": source.name,
+                    "promptdrop:index": "1",
+                },
+            )
             sha = hashlib.sha256(image).hexdigest()
-            job = ledger.transition(job.id, S.DOWNLOADING, S.DONE, detail="image written",
-                                    image_sha256=sha, image_format="png", finished_at=now)
+            job = ledger.transition(
+                job.id,
+                S.DOWNLOADING,
+                S.DONE,
+                detail="image written",
+                image_sha256=sha,
+                image_format="png",
+                finished_at=now,
+            )
             out = outputs.output_path(source, 1, 1, "png")
             out.write_bytes(image)
             ledger.record_output(out, job=job, source_path=source, sha256=sha, fmt="png")

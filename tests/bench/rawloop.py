@@ -24,8 +24,9 @@ KEY = os.environ.get("TOAPIS_API_KEY", "sk-bench")
 RETRIES = {"count": 0}
 
 
-async def _request(client: httpx.AsyncClient, method: str, url: str,
-                   **kwargs: object) -> httpx.Response:
+async def _request(
+    client: httpx.AsyncClient, method: str, url: str, **kwargs: object
+) -> httpx.Response:
     # The emulator's small listen backlog can reset a connection when 32 arrive at once; the
     # daemon's client retries those too (a lost submit answer would be ambiguous for it, but
     # here a duplicate task costs nothing).
@@ -42,11 +43,15 @@ async def _request(client: httpx.AsyncClient, method: str, url: str,
     raise AssertionError("unreachable")
 
 
-async def _one(client: httpx.AsyncClient, files: httpx.AsyncClient, i: int,
-               poll_wait: float) -> int:
-    body = {"model": "gemini-2.5-flash-image-preview",
-            "prompt": f"raw loop image {i}: a lighthouse at dusk, watercolour",
-            "size": "1:1", "n": 1}
+async def _one(
+    client: httpx.AsyncClient, files: httpx.AsyncClient, i: int, poll_wait: float
+) -> int:
+    body = {
+        "model": "gemini-2.5-flash-image-preview",
+        "prompt": f"raw loop image {i}: a lighthouse at dusk, watercolour",
+        "size": "1:1",
+        "n": 1,
+    }
     r = await _request(client, "POST", "/v1/images/generations", json=body)
     task_id = r.json()["id"]
     while True:
@@ -65,8 +70,10 @@ async def _one(client: httpx.AsyncClient, files: httpx.AsyncClient, i: int,
 async def run(base_url: str, n: int, concurrency: int, poll_wait: float) -> float:
     headers = {"Authorization": f"Bearer {KEY}"}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits) as client, \
-            httpx.AsyncClient(limits=limits) as files:
+    async with (
+        httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits) as client,
+        httpx.AsyncClient(limits=limits) as files,
+    ):
         todo = iter(range(n))
 
         async def worker() -> None:
@@ -82,8 +89,15 @@ def main(argv: list[str]) -> int:
     base_url, n, concurrency, poll_wait = argv[0], int(argv[1]), int(argv[2]), float(argv[3])
     seconds = asyncio.run(run(base_url, n, concurrency, poll_wait))
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"seconds": seconds, "cpu": usage.ru_utime + usage.ru_stime,
-                      "retries": RETRIES["count"]}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "cpu": usage.ru_utime + usage.ru_stime,
+                "retries": RETRIES["count"],
+            }
+        )
+    )
     return 0
 
 

@@ -92,6 +92,7 @@ def wait_ready(daemon: Daemon, timeout: float = 120.0) -> tuple[float, float, st
     CPU use went quiet after "watching" (no 10 ms tick in 1 s), since the log says nothing
     when the first scan is over."""
     started_wall = time.time() - (time.monotonic() - daemon.started)
+
     def watching_line() -> dict[str, Any] | None:
         return next((e for e in daemon.events() if e.get("event") == "watching"), None)
 
@@ -135,24 +136,45 @@ def throughput(settings: Settings) -> list[Row]:
         wall, stats = _batch(settings, n, latency, in_flight, rate, settle, poll)
         ratio = wall / limit
         per = {k: stats[k] / n for k in ("submits", "polls", "downloads")}
-        rows.append(Row(
-            "throughput", f"{n} files, latency {latency:g} s, settle {settle:g} s, "
-            f"poll_first = poll_interval = {poll:g} s",
-            f"{wall:.1f} s", f"limit {limit:.1f} s", "≤ 1.15x limit", ratio <= 1.15,
-            f"{ratio:.2f}x limit; submits/polls/downloads per image "
-            f"{per['submits']:.2f}/{per['polls']:.2f}/{per['downloads']:.2f}; settle {settle:g} s"
-            f" included; submit_rate = {rate:g} (the emulator allows {rate:g}/s; the client "
-            f"keeps to {client_rate:.1f}/s with its safety margin, i.e. ≥ "
-            f"{n / client_rate:.1f} s of submitting)"))
+        rows.append(
+            Row(
+                "throughput",
+                f"{n} files, latency {latency:g} s, settle {settle:g} s, "
+                f"poll_first = poll_interval = {poll:g} s",
+                f"{wall:.1f} s",
+                f"limit {limit:.1f} s",
+                "≤ 1.15x limit",
+                ratio <= 1.15,
+                f"{ratio:.2f}x limit; submits/polls/downloads per image "
+                f"{per['submits']:.2f}/{per['polls']:.2f}/{per['downloads']:.2f}; settle {settle:g} s"
+                f" included; submit_rate = {rate:g} (the emulator allows {rate:g}/s; the client "
+                f"keeps to {client_rate:.1f}/s with its safety margin, i.e. ≥ "
+                f"{n / client_rate:.1f} s of submitting)",
+            )
+        )
     return rows
 
 
-def _batch(settings: Settings, n: int, latency: float, in_flight: int, rate: float,
-           settle: float, poll: float) -> tuple[float, dict[str, int]]:
+def _batch(
+    settings: Settings,
+    n: int,
+    latency: float,
+    in_flight: int,
+    rate: float,
+    settle: float,
+    poll: float,
+) -> tuple[float, dict[str, int]]:
     folder = _fresh(settings, "throughput")
     root = folder / "root"
-    rules = write_rules(folder / "rules.toml", root, settle=settle, max_in_flight=in_flight,
-                        poll_first=poll, poll_interval=poll, submit_rate=rate)
+    rules = write_rules(
+        folder / "rules.toml",
+        root,
+        settle=settle,
+        max_in_flight=in_flight,
+        poll_first=poll,
+        poll_interval=poll,
+        submit_rate=rate,
+    )
     with emulator(latency=latency, submit_per_s=rate) as emu:
         daemon = start_daemon(emu, rules, folder / "state", folder)
         try:
@@ -162,14 +184,20 @@ def _batch(settings: Settings, n: int, latency: float, in_flight: int, rate: flo
             for i, data in enumerate(texts):
                 (root / f"batch-{i:05d}.prompt.toml").write_bytes(data)
             # Generous: a 5 s first poll makes this ~5x the limit.
-            wait_for(lambda: _count_images(root) >= n, f"{n} images",
-                     timeout=60 + 12 * n * max(poll, latency) / in_flight, interval=0.1,
-                     daemon=daemon)
+            wait_for(
+                lambda: _count_images(root) >= n,
+                f"{n} images",
+                timeout=60 + 12 * n * max(poll, latency) / in_flight,
+                interval=0.1,
+                daemon=daemon,
+            )
             wall = _last_image_mtime(root) - first
             stats = _request_stats(emu)
             if stats["rate_limited"]:
-                print(f"  note: the emulator refused {stats['rate_limited']} requests (429)",
-                      file=sys.stderr)
+                print(
+                    f"  note: the emulator refused {stats['rate_limited']} requests (429)",
+                    file=sys.stderr,
+                )
         finally:
             daemon.stop()
     return wall, stats
@@ -177,8 +205,13 @@ def _batch(settings: Settings, n: int, latency: float, in_flight: int, rate: flo
 
 def _request_stats(emu: Emulator) -> dict[str, int]:
     s = emu.stats()
-    return {"submits": len(s["submissions"]), "polls": s["polls"], "downloads": s["downloads"],
-            "uploads": len(s["uploads"]), "rate_limited": s["rate_limited"]}
+    return {
+        "submits": len(s["submissions"]),
+        "polls": s["polls"],
+        "downloads": s["downloads"],
+        "uploads": len(s["uploads"]),
+        "rate_limited": s["rate_limited"],
+    }
 
 
 # --- 2. daemon overhead -----------------------------------------------------------------------
@@ -194,49 +227,88 @@ def overhead(settings: Settings) -> list[Row]:
         raw = _raw_loop(emu, n, concurrency, poll)
         raw_rate = n / raw["seconds"]
         rows = []
-        for submit_rate, label in ((1000.0, "submit_rate = 1000, far above the load"),
-                                   (None, "as shipped, svip group's limit")):
+        for submit_rate, label in (
+            (1000.0, "submit_rate = 1000, far above the load"),
+            (None, "as shipped, svip group's limit"),
+        ):
             emu.reset()
             seconds, cpu = _daemon_batch(settings, emu, n, concurrency, poll, submit_rate)
             rate = n / seconds
             capped = RateLimits.for_group("svip").sustained_submit_rate
-            rows.append(Row(
-                "overhead", f"images/s, {n} images, {concurrency} in flight ({label})",
-                f"{rate:.1f}/s", f"raw loop {raw_rate:.1f}/s",
-                "≥ 0.7x raw" if submit_rate else f"informational (held to {capped:.1f}/s)",
-                rate / raw_rate >= 0.7 if submit_rate else None,
-                f"{rate / raw_rate:.2f}x raw; daemon {1000 * cpu / n:.1f} ms CPU/image, raw loop "
-                f"{1000 * raw['cpu'] / n:.1f} ms"))
+            rows.append(
+                Row(
+                    "overhead",
+                    f"images/s, {n} images, {concurrency} in flight ({label})",
+                    f"{rate:.1f}/s",
+                    f"raw loop {raw_rate:.1f}/s",
+                    "≥ 0.7x raw" if submit_rate else f"informational (held to {capped:.1f}/s)",
+                    rate / raw_rate >= 0.7 if submit_rate else None,
+                    f"{rate / raw_rate:.2f}x raw; daemon {1000 * cpu / n:.1f} ms CPU/image, raw loop "
+                    f"{1000 * raw['cpu'] / n:.1f} ms",
+                )
+            )
     return rows
 
 
 def _raw_loop(emu: Emulator, n: int, concurrency: int, poll: float) -> dict[str, float]:
     env = {**os.environ, "TOAPIS_API_KEY": KEY}
     done = subprocess.run(
-        [sys.executable, "-m", "tests.bench.rawloop", emu.base_url, str(n), str(concurrency),
-         str(poll)], capture_output=True, text=True, cwd=REPO, env=env, timeout=600, check=False)
+        [
+            sys.executable,
+            "-m",
+            "tests.bench.rawloop",
+            emu.base_url,
+            str(n),
+            str(concurrency),
+            str(poll),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=600,
+        check=False,
+    )
     if done.returncode != 0:
         raise BenchError(f"the raw loop failed:\n{done.stderr[-3000:]}")
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
-def _daemon_batch(settings: Settings, emu: Emulator, n: int, in_flight: int, poll: float,
-                  submit_rate: float | None) -> tuple[float, float]:
+def _daemon_batch(
+    settings: Settings,
+    emu: Emulator,
+    n: int,
+    in_flight: int,
+    poll: float,
+    submit_rate: float | None,
+) -> tuple[float, float]:
     """Seconds from the first submission to the last image, and the daemon's CPU seconds for
     the whole batch (its scan, submissions, polls, downloads and writes)."""
     folder = _fresh(settings, "overhead")
     root = folder / "root"
-    rules = write_rules(folder / "rules.toml", root, settle=0.0, max_in_flight=in_flight,
-                        poll_first=poll, poll_interval=poll, submit_rate=submit_rate)
+    rules = write_rules(
+        folder / "rules.toml",
+        root,
+        settle=0.0,
+        max_in_flight=in_flight,
+        poll_first=poll,
+        poll_interval=poll,
+        submit_rate=submit_rate,
+    )
     daemon = start_daemon(emu, rules, folder / "state", folder)
     try:
         wait_ready(daemon)
         cpu0 = daemon.cpu_seconds()
         for i in range(n):
             (root / f"over-{i:05d}.prompt.toml").write_bytes(prompt_text(i, "over ").encode())
-        wait_for(lambda: _count_images(root) >= n, f"{n} images", timeout=600, interval=0.1,
-                 daemon=daemon)
+        wait_for(
+            lambda: _count_images(root) >= n,
+            f"{n} images",
+            timeout=600,
+            interval=0.1,
+            daemon=daemon,
+        )
         cpu = daemon.cpu_seconds() - cpu0
         # Timed like the raw loop: from the first request the API saw to the last image.
         first_post = min(s["at"] for s in emu.stats()["submissions"])
@@ -259,13 +331,21 @@ class DoneTree:
         self.root = self.folder / "root"
         self.state = self.folder / "state"
         self.build_seconds = build_done_tree(self.root, self.state, self.files, self.folders)
-        print(f"  built {self.files} done prompt files in {self.folders} folders "
-              f"in {self.build_seconds:.1f} s", file=sys.stderr)
+        print(
+            f"  built {self.files} done prompt files in {self.folders} folders "
+            f"in {self.build_seconds:.1f} s",
+            file=sys.stderr,
+        )
 
     def rules(self, poll: str, interval: float = 5.0, task_poll: float | None = None) -> Path:
-        return write_rules(self.folder / f"rules-{poll}-{task_poll}.toml", self.root, poll=poll,
-                           scan_interval=interval, poll_first=task_poll,
-                           poll_interval=task_poll)
+        return write_rules(
+            self.folder / f"rules-{poll}-{task_poll}.toml",
+            self.root,
+            poll=poll,
+            scan_interval=interval,
+            poll_first=task_poll,
+            poll_interval=task_poll,
+        )
 
 
 _TREES: dict[int, DoneTree] = {}
@@ -296,33 +376,57 @@ def drop_latency(settings: Settings) -> list[Row]:
     rows = []
     settle = 1.0
     with emulator(latency=0.0, submit_per_s=None) as emu:
-        for poll, interval, count in (("never", 5.0, settings.n(40, 15)),
-                                      ("always", 5.0, settings.n(15, 6))):
+        for poll, interval, count in (
+            ("never", 5.0, settings.n(40, 15)),
+            ("always", 5.0, settings.n(15, 6)),
+        ):
             emu.reset_stats()
             # Tasks are polled every 0.2 s so each new file is done (and the tree all done
             # again) before the daemon stops; that does not touch the figure, which ends at
             # the POST.
-            daemon = start_daemon(emu, tree.rules(poll, interval, task_poll=0.2), tree.state,
-                                  tree.folder)
+            daemon = start_daemon(
+                emu, tree.rules(poll, interval, task_poll=0.2), tree.state, tree.folder
+            )
             try:
                 wait_ready(daemon)
                 _check_nothing_paid(emu, daemon, "drop latency")
                 folder = tree.root / f"new-{poll}"
                 lat = _drops(emu, daemon, folder, count)
-                wait_for(lambda: _count_images(folder) >= count, "the new images",  # noqa: B023
-                         timeout=60, interval=0.1, daemon=daemon)
+                wait_for(
+                    lambda: _count_images(folder) >= count,
+                    "the new images",  # noqa: B023
+                    timeout=60,
+                    interval=0.1,
+                    daemon=daemon,
+                )
             finally:
                 daemon.stop()
             extra = 0.0 if poll == "never" else interval
             p50, p99 = statistics.median(lat), _percentile(lat, 0.99)
             how = "inotify" if poll == "never" else f"polling every {interval:g} s"
             where = f"{tree.files} done files"
-            rows.append(Row("drop latency", f"p50, {how}, {where}", f"{p50:.2f} s",
-                            f"settle {settle:g} s", f"≤ {settle + extra + 0.1:.1f} s",
-                            p50 <= settle + extra + 0.1, f"{count} files, min {min(lat):.2f} s"))
-            rows.append(Row("drop latency", f"p99, {how}, {where}", f"{p99:.2f} s",
-                            f"settle {settle:g} s", f"≤ {settle + extra + 0.3:.1f} s",
-                            p99 <= settle + extra + 0.3, f"max {max(lat):.2f} s"))
+            rows.append(
+                Row(
+                    "drop latency",
+                    f"p50, {how}, {where}",
+                    f"{p50:.2f} s",
+                    f"settle {settle:g} s",
+                    f"≤ {settle + extra + 0.1:.1f} s",
+                    p50 <= settle + extra + 0.1,
+                    f"{count} files, min {min(lat):.2f} s",
+                )
+            )
+            rows.append(
+                Row(
+                    "drop latency",
+                    f"p99, {how}, {where}",
+                    f"{p99:.2f} s",
+                    f"settle {settle:g} s",
+                    f"≤ {settle + extra + 0.3:.1f} s",
+                    p99 <= settle + extra + 0.3,
+                    f"max {max(lat):.2f} s",
+                )
+            )
     return rows
 
 
@@ -336,12 +440,14 @@ def _drops(emu: Emulator, daemon: Daemon, folder: Path, count: int) -> list[floa
         with path.open("wb") as f:
             f.write(prompt_text(i, f"drop {folder.name} ").encode())
         closed = time.time()
+
         def posted(b: int = before) -> list[dict[str, Any]] | None:
             subs: list[dict[str, Any]] = emu.stats()["submissions"]
             return subs if len(subs) > b else None
 
-        subs = wait_for(posted, f"the POST for {path.name}", timeout=30, interval=0.01,
-                        daemon=daemon)
+        subs = wait_for(
+            posted, f"the POST for {path.name}", timeout=30, interval=0.01, daemon=daemon
+        )
         out.append(subs[before]["at"] - closed)
         time.sleep(0.2)
     return out
@@ -373,8 +479,12 @@ def restart(settings: Settings) -> list[Row]:
     """Start on a tree of done files: time to ready beside a read-and-hash loop."""
     tree = done_tree(settings)
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", _HASH_LOOP, str(tree.root)],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _HASH_LOOP, str(tree.root)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     baseline = time.monotonic() - started
     assert int(done.stdout) >= tree.files
     readies, watchings, how = [], [], ""
@@ -390,11 +500,18 @@ def restart(settings: Settings) -> list[Row]:
             watchings.append(to_watching)
     worst = max(readies)
     limit = min(3 * baseline, 3.0)
-    return [Row("restart", f"start to ready, {tree.files} done files", f"{worst:.2f} s",
-                f"read+hash loop {baseline:.2f} s", f"≤ 3x loop and ≤ 3 s ({limit:.2f} s)",
-                worst <= limit,
-                f"{worst / baseline:.1f}x loop; ready seen by {how}; 'watching' logged after "
-                f"{max(watchings):.2f} s; runs {', '.join(f'{r:.2f}' for r in readies)} s")]
+    return [
+        Row(
+            "restart",
+            f"start to ready, {tree.files} done files",
+            f"{worst:.2f} s",
+            f"read+hash loop {baseline:.2f} s",
+            f"≤ 3x loop and ≤ 3 s ({limit:.2f} s)",
+            worst <= limit,
+            f"{worst / baseline:.1f}x loop; ready seen by {how}; 'watching' logged after "
+            f"{max(watchings):.2f} s; runs {', '.join(f'{r:.2f}' for r in readies)} s",
+        )
+    ]
 
 
 # --- 5. footprint -----------------------------------------------------------------------------
@@ -422,11 +539,28 @@ def footprint(settings: Settings) -> list[Row]:
                 daemon.stop()
         how = "inotify" if poll == "never" else "polling every 5 s"
         where = f"{tree.files} files in {tree.folders} folders"
-        rows.append(Row("footprint", f"RSS, {how}, {where}", f"{rss:.0f} MB", "80 MB",
-                        "≤ 80 MB", peak <= 80, f"peak {peak:.0f} MB over {idle:g} s idle"))
-        rows.append(Row("footprint", f"CPU idle, {how}, {where}", f"{cpu:.2f}% of a core",
-                        f"{cpu_target:g}%", f"≤ {cpu_target:g}%", cpu <= cpu_target,
-                        f"over {idle:g} s"))
+        rows.append(
+            Row(
+                "footprint",
+                f"RSS, {how}, {where}",
+                f"{rss:.0f} MB",
+                "80 MB",
+                "≤ 80 MB",
+                peak <= 80,
+                f"peak {peak:.0f} MB over {idle:g} s idle",
+            )
+        )
+        rows.append(
+            Row(
+                "footprint",
+                f"CPU idle, {how}, {where}",
+                f"{cpu:.2f}% of a core",
+                f"{cpu_target:g}%",
+                f"≤ {cpu_target:g}%",
+                cpu <= cpu_target,
+                f"over {idle:g} s",
+            )
+        )
     return rows
 
 
@@ -439,28 +573,59 @@ def requests(settings: Settings) -> list[Row]:
     latency, poll = 12.0, 5.0
     folder = _fresh(settings, "requests")
     root = folder / "root"
-    rules = write_rules(folder / "rules.toml", root, settle=0.3, max_in_flight=64,
-                        poll_first=poll, poll_interval=poll)
+    rules = write_rules(
+        folder / "rules.toml",
+        root,
+        settle=0.3,
+        max_in_flight=64,
+        poll_first=poll,
+        poll_interval=poll,
+    )
     with emulator(latency=latency, submit_per_s=None) as emu:
         daemon = start_daemon(emu, rules, folder / "state", folder)
         try:
             wait_ready(daemon)
             for i in range(n):
                 (root / f"req-{i:03d}.prompt.toml").write_bytes(prompt_text(i, "req ").encode())
-            wait_for(lambda: _count_images(root) >= n, f"{n} images", timeout=120,
-                     interval=0.1, daemon=daemon)
+            wait_for(
+                lambda: _count_images(root) >= n,
+                f"{n} images",
+                timeout=120,
+                interval=0.1,
+                daemon=daemon,
+            )
             stats = _request_stats(emu)
         finally:
             daemon.stop()
     max_polls = math.ceil(latency / poll) + 1
     rows = [
-        Row("requests", "submissions per image", f"{stats['submits'] / n:.2f}", "1", "1",
-            stats["submits"] == n, f"{n} images, task time {latency:g} s"),
-        Row("requests", "polls per image", f"{stats['polls'] / n:.2f}",
-            f"ceil({latency:g}/{poll:g})+1 = {max_polls}", f"≤ {max_polls}",
-            stats["polls"] <= max_polls * n, f"poll interval {poll:g} s"),
-        Row("requests", "downloads per image", f"{stats['downloads'] / n:.2f}", "1", "1",
-            stats["downloads"] == n, ""),
+        Row(
+            "requests",
+            "submissions per image",
+            f"{stats['submits'] / n:.2f}",
+            "1",
+            "1",
+            stats["submits"] == n,
+            f"{n} images, task time {latency:g} s",
+        ),
+        Row(
+            "requests",
+            "polls per image",
+            f"{stats['polls'] / n:.2f}",
+            f"ceil({latency:g}/{poll:g})+1 = {max_polls}",
+            f"≤ {max_polls}",
+            stats["polls"] <= max_polls * n,
+            f"poll interval {poll:g} s",
+        ),
+        Row(
+            "requests",
+            "downloads per image",
+            f"{stats['downloads'] / n:.2f}",
+            "1",
+            "1",
+            stats["downloads"] == n,
+            "",
+        ),
     ]
     rows.append(_shared_reference(settings))
     return rows
@@ -471,24 +636,37 @@ def _shared_reference(settings: Settings) -> Row:
     folder = _fresh(settings, "uploads")
     root = folder / "root"
     (root / "style.png").write_bytes(small_png())
-    rules = write_rules(folder / "rules.toml", root, settle=0.3, max_in_flight=32,
-                        poll_first=0.2, poll_interval=0.2)
+    rules = write_rules(
+        folder / "rules.toml", root, settle=0.3, max_in_flight=32, poll_first=0.2, poll_interval=0.2
+    )
     with emulator(latency=0.0, submit_per_s=None) as emu:
         daemon = start_daemon(emu, rules, folder / "state", folder)
         try:
             wait_ready(daemon)
             for i in range(n):
                 (root / f"ref-{i:03d}.prompt.toml").write_text(
-                    prompt_text(i, "ref ") + 'references = ["style.png"]\n', encoding="utf-8")
-            wait_for(lambda: _count_images(root) >= n + 1, f"{n} images", timeout=120,
-                     interval=0.1, daemon=daemon)
+                    prompt_text(i, "ref ") + 'references = ["style.png"]\n', encoding="utf-8"
+                )
+            wait_for(
+                lambda: _count_images(root) >= n + 1,
+                f"{n} images",
+                timeout=120,
+                interval=0.1,
+                daemon=daemon,
+            )
             stats = _request_stats(emu)
         finally:
             daemon.stop()
     digest = hashlib.sha256(small_png()).hexdigest()[:12]
-    return Row("requests", f"uploads for {n} prompts sharing one reference",
-               str(stats["uploads"]), "1", "1", stats["uploads"] == 1,
-               f"reference sha256 {digest}…; {stats['submits']} submissions")
+    return Row(
+        "requests",
+        f"uploads for {n} prompts sharing one reference",
+        str(stats["uploads"]),
+        "1",
+        "1",
+        stats["uploads"] == 1,
+        f"reference sha256 {digest}…; {stats['submits']} submissions",
+    )
 
 
 BENCHMARKS = {

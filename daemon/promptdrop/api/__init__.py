@@ -345,8 +345,9 @@ def parse_task(body: Mapping[str, Any], task_id: str | None = None) -> TaskState
         id=str(tid) if tid not in (None, "") else (task_id or ""),
         status="running",
         raw_status=normalized,
-        progress=int(progress) if isinstance(progress, int | float) and not isinstance(
-            progress, bool) else None,
+        progress=int(progress)
+        if isinstance(progress, int | float) and not isinstance(progress, bool)
+        else None,
         url=None,
         expires_at=_epoch(body.get("expires_at")),
         error=None,
@@ -356,8 +357,10 @@ def parse_task(body: Mapping[str, Any], task_id: str | None = None) -> TaskState
         state.url = _result_url(body)
         if state.url is None:
             state.status = "failed"
-            state.error = ("The image service said the image was finished but gave no address "
-                           "to download it from.")
+            state.error = (
+                "The image service said the image was finished but gave no address "
+                "to download it from."
+            )
         else:
             state.status = "completed"
     elif normalized == "failed":
@@ -443,8 +446,10 @@ class ToApisClient:
         self._key = api_key if isinstance(api_key, Secret) else Secret(api_key.strip())
         # A header value with control characters makes h11 raise with the value in its message.
         if not all(33 <= ord(ch) < 127 for ch in self._key.reveal()):
-            raise ValueError("the API key contains spaces, line breaks or other characters "
-                             "that cannot be sent; check how it was copied")
+            raise ValueError(
+                "the API key contains spaces, line breaks or other characters "
+                "that cannot be sent; check how it was copied"
+            )
         url = httpx.URL(base_url.rstrip("/"))
         if url.scheme not in _DEFAULT_PORTS or not url.host:
             raise ValueError(f"the API address must start with http:// or https:// ({base_url!r})")
@@ -463,20 +468,31 @@ class ToApisClient:
         headers = {"User-Agent": f"promptdrop/{__version__}", "Accept": "application/json"}
         auth = _BearerAuth(self._key, self._origin)
         self._api = httpx.AsyncClient(
-            base_url=url, auth=auth, headers=headers, timeout=http_timeout,
-            follow_redirects=False, transport=transport,
+            base_url=url,
+            auth=auth,
+            headers=headers,
+            timeout=http_timeout,
+            follow_redirects=False,
+            transport=transport,
         )
         # Submits go on a fresh connection each: a pooled connection the server closed while
         # idle fails like a lost answer, and would make a submit look ambiguous for nothing.
         self._api_submit = httpx.AsyncClient(
-            base_url=url, auth=auth, headers=headers, timeout=http_timeout,
-            follow_redirects=False, transport=transport,
+            base_url=url,
+            auth=auth,
+            headers=headers,
+            timeout=http_timeout,
+            follow_redirects=False,
+            transport=transport,
             limits=httpx.Limits(max_keepalive_connections=0),
         )
         # No credentials of any kind: result and upload hosts are someone else's.
         self._files = httpx.AsyncClient(
-            headers={"User-Agent": f"promptdrop/{__version__}"}, timeout=http_timeout,
-            follow_redirects=True, max_redirects=5, transport=download_transport,
+            headers={"User-Agent": f"promptdrop/{__version__}"},
+            timeout=http_timeout,
+            follow_redirects=True,
+            max_redirects=5,
+            transport=download_transport,
         )
 
     def __repr__(self) -> str:
@@ -500,8 +516,13 @@ class ToApisClient:
         """Upload a reference image; return its id and public URL. Retried on any transient
         fault (uploads are free); RequestRejected when the API refuses the file."""
         body = await self._call(
-            "upload", "POST", "/v1/uploads/images", bucket="submit", idempotent=True,
-            files={"file": (filename, data, mime_type)}, data={"purpose": "generation"},
+            "upload",
+            "POST",
+            "/v1/uploads/images",
+            bucket="submit",
+            idempotent=True,
+            files={"file": (filename, data, mime_type)},
+            data={"purpose": "generation"},
         )
         info = body.get("data")
         if body.get("success") is False or not isinstance(info, Mapping):
@@ -529,7 +550,11 @@ class ToApisClient:
         if metadata:
             payload["metadata"] = dict(metadata)
         body = await self._call(
-            "submit", "POST", "/v1/images/generations", bucket="submit", idempotent=False,
+            "submit",
+            "POST",
+            "/v1/images/generations",
+            bucket="submit",
+            idempotent=False,
             json_body=payload,
         )
         if body.get("id") in (None, ""):
@@ -541,8 +566,12 @@ class ToApisClient:
         if not task_id:
             raise ValueError("task_id is empty")
         body = await self._call(
-            "task", "GET", f"/v1/images/generations/{quote(task_id, safe='')}", bucket="query",
-            idempotent=True, not_found=TaskNotFound,
+            "task",
+            "GET",
+            f"/v1/images/generations/{quote(task_id, safe='')}",
+            bucket="query",
+            idempotent=True,
+            not_found=TaskNotFound,
         )
         if "status" not in body and "id" not in body:
             message, code = _error_info(body)
@@ -604,15 +633,21 @@ class ToApisClient:
 
     def _rejected_text(self, message: str, status: int | None = None) -> str:
         if status == 422:
-            return (f"The image service refused this prompt under its content policy: "
-                    f"{self._scrub(message)}. Change the prompt and save the file again.")
-        return (f"The image service refused the request: {self._scrub(message)}. "
-                "Fix the prompt file and save it again.")
+            return (
+                f"The image service refused this prompt under its content policy: "
+                f"{self._scrub(message)}. Change the prompt and save the file again."
+            )
+        return (
+            f"The image service refused the request: {self._scrub(message)}. "
+            "Fix the prompt file and save it again."
+        )
 
     def _ambiguous_text(self, reason: str) -> str:
-        return (f"The image request was sent but its answer was lost ({reason}), so an image "
-                "may or may not have been started and paid for. promptdrop does not send it "
-                "again on its own; use `promptdrop retry` to try again.")
+        return (
+            f"The image request was sent but its answer was lost ({reason}), so an image "
+            "may or may not have been started and paid for. promptdrop does not send it "
+            "again on its own; use `promptdrop retry` to try again."
+        )
 
     def _describe(self, exc: BaseException) -> str:
         """Plain words for a transport failure, without headers and without the key."""
@@ -676,8 +711,13 @@ class ToApisClient:
                 delay = min(failure.retry_after, policy.retry_after_cap)
             else:
                 delay = policy.backoff(attempt, self._rng)
-            log.info("api.retry", endpoint=endpoint, reason=failure.reason,
-                     delay=round(delay, 3), attempt=attempt + 1)
+            log.info(
+                "api.retry",
+                endpoint=endpoint,
+                reason=failure.reason,
+                delay=round(delay, 3),
+                attempt=attempt + 1,
+            )
             self._emit("retry", endpoint=endpoint, reason=failure.reason, delay=delay)
             self._observe(self.on_retry, endpoint)
             await asyncio.sleep(delay)
@@ -685,16 +725,23 @@ class ToApisClient:
         tries = f"{policy.attempts} {'try' if policy.attempts == 1 else 'tries'}"
         if failure.broken_result:
             raise ResultUnavailable(
-                f"The finished image could not be downloaded whole ({failure.reason}, "
-                f"{tries}).", failure.status)
+                f"The finished image could not be downloaded whole ({failure.reason}, {tries}).",
+                failure.status,
+            )
         if failure.status == 429:
             raise RateLimited(
                 f"The image service kept answering 'too many requests' ({tries}); "
-                "promptdrop will wait and try again later.", failure.retry_after, 429,
-                failure.code)
+                "promptdrop will wait and try again later.",
+                failure.retry_after,
+                429,
+                failure.code,
+            )
         raise TransientError(
             f"The image service could not be reached or kept failing ({failure.reason}; "
-            f"{tries}). promptdrop will try again later.", failure.status, failure.code)
+            f"{tries}). promptdrop will try again later.",
+            failure.status,
+            failure.code,
+        )
 
     async def _api_once(
         self,
@@ -711,7 +758,8 @@ class ToApisClient:
             async with asyncio.timeout(self._timeout):
                 client = self._api_submit if endpoint == "submit" else self._api
                 response = await client.request(
-                    method, path, json=json_body, files=files, data=data)
+                    method, path, json=json_body, files=files, data=data
+                )
         except (httpx.RequestError, TimeoutError) as exc:
             self._observe(self.on_answer, endpoint, None)
             return _Failed(classify_fault(exc=exc), self._describe(exc))
@@ -737,27 +785,52 @@ class ToApisClient:
         if status in (401, 403):
             raise AccountBlocked(
                 f"The image service rejected the API key ({self._scrub(detail)}). Check "
-                "TOAPIS_API_KEY; new images wait until it is fixed.", "auth", status, code)
+                "TOAPIS_API_KEY; new images wait until it is fixed.",
+                "auth",
+                status,
+                code,
+            )
         if status == 402:
             raise AccountBlocked(
                 f"The ToAPIs account has run out of credit ({self._scrub(detail)}). Top it "
-                "up; new images wait until then.", "quota", status, code)
+                "up; new images wait until then.",
+                "quota",
+                status,
+                code,
+            )
         if status == 404:
-            raise not_found(f"The image service answered 'not found' for {endpoint} "
-                            f"({self._scrub(detail)}).", status, code)
+            raise not_found(
+                f"The image service answered 'not found' for {endpoint} ({self._scrub(detail)}).",
+                status,
+                code,
+            )
         if status == 429:
-            return _Failed(Fault.REFUSED, "rate limited (HTTP 429)", status, code,
-                           parse_retry_after(response.headers.get("Retry-After")))
+            return _Failed(
+                Fault.REFUSED,
+                "rate limited (HTTP 429)",
+                status,
+                code,
+                parse_retry_after(response.headers.get("Retry-After")),
+            )
         if status >= 500 or status == 408:
             kind = "a gateway page" if not is_json else self._scrub(detail)
             json_error = isinstance(body, dict) and ("error" in body or "message" in body)
-            return _Failed(classify_fault(status=status, json_error=json_error),
-                           f"HTTP {status}, {kind}", status, code)
+            return _Failed(
+                classify_fault(status=status, json_error=json_error),
+                f"HTTP {status}, {kind}",
+                status,
+                code,
+            )
         if 300 <= status < 400:
-            raise ApiError(f"The API address answered with a redirect (HTTP {status}); set "
-                           "TOAPIS_BASE_URL to the address it points to.", status, code)
-        raise ApiError(f"Unexpected answer from the image service ({self._scrub(detail)}).",
-                       status, code)
+            raise ApiError(
+                f"The API address answered with a redirect (HTTP {status}); set "
+                "TOAPIS_BASE_URL to the address it points to.",
+                status,
+                code,
+            )
+        raise ApiError(
+            f"Unexpected answer from the image service ({self._scrub(detail)}).", status, code
+        )
 
     async def _download_once(self, url: httpx.URL) -> Downloaded | _Failed:
         """One download attempt, with no credentials and a size cap."""
@@ -780,17 +853,26 @@ class ToApisClient:
         log.debug("api.response", endpoint="download", status=status)
         self._emit("response", endpoint="download", status=status)
         if status == 429:
-            return _Failed(Fault.REFUSED, "rate limited (HTTP 429)", status,
-                           retry_after=parse_retry_after(retry_after))
+            return _Failed(
+                Fault.REFUSED,
+                "rate limited (HTTP 429)",
+                status,
+                retry_after=parse_retry_after(retry_after),
+            )
         if status >= 500 or status == 408:
             return _Failed(Fault.LOST, f"HTTP {status}", status)
         if status != 200:
             raise ResultUnavailable(
                 f"The finished image can no longer be downloaded (HTTP {status}): it may have "
-                "expired. Use `promptdrop retry` to generate it again.", status)
+                "expired. Use `promptdrop retry` to generate it again.",
+                status,
+            )
         if received > MAX_DOWNLOAD_BYTES:
-            raise ResultUnavailable("The finished image is larger than "
-                                    f"{MAX_DOWNLOAD_BYTES // (1024 * 1024)} MB; refused.", 200)
+            raise ResultUnavailable(
+                "The finished image is larger than "
+                f"{MAX_DOWNLOAD_BYTES // (1024 * 1024)} MB; refused.",
+                200,
+            )
         payload = b"".join(chunks)
         try:
             # In a worker thread: checking a large image takes milliseconds of CPU, which on

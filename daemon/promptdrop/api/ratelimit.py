@@ -75,11 +75,19 @@ class RateLimits:
         group); the query bucket is unchanged. A rate under 1 per second is kept by the
         10-second window alone (0.5 -> at most 5 in any 10 s, and never 2 in one second).
         """
-        if not (isinstance(per_s, int | float) and not isinstance(per_s, bool)
-                and math.isfinite(per_s) and per_s >= 0.1):
+        if not (
+            isinstance(per_s, int | float)
+            and not isinstance(per_s, bool)
+            and math.isfinite(per_s)
+            and per_s >= 0.1
+        ):
             raise ValueError("the submit rate must be a number of at least 0.1 per second")
-        return replace(self, submit_per_s=max(1.0, per_s),
-                       submit_burst_10s=max(1, math.floor(per_s * 10 + 1e-9)), enabled=True)
+        return replace(
+            self,
+            submit_per_s=max(1.0, per_s),
+            submit_burst_10s=max(1, math.floor(per_s * 10 + 1e-9)),
+            enabled=True,
+        )
 
     @property
     def sustained_submit_rate(self) -> float | None:
@@ -87,8 +95,10 @@ class RateLimits:
         None when limiting is off."""
         if not self.enabled:
             return None
-        return min(math.floor(self.submit_per_s) / (1 + self.slack_s),
-                   self.submit_burst_10s / (10 + self.slack_s))
+        return min(
+            math.floor(self.submit_per_s) / (1 + self.slack_s),
+            self.submit_burst_10s / (10 + self.slack_s),
+        )
 
 
 RATE_GROUPS: dict[str, RateLimits] = {
@@ -170,9 +180,11 @@ class Limits:
         self.query: Bucket | None = None
         if limits.enabled:
             self.submit = Bucket(
-                "submit", limits.submit_per_s, limits.submit_burst_10s, limits.slack_s, on_wait)
+                "submit", limits.submit_per_s, limits.submit_burst_10s, limits.slack_s, on_wait
+            )
             self.query = Bucket(
-                "query", limits.query_per_s, limits.query_burst_10s, limits.slack_s, on_wait)
+                "query", limits.query_per_s, limits.query_burst_10s, limits.slack_s, on_wait
+            )
 
     async def acquire(self, bucket: str) -> None:
         """Wait for a slot in the named bucket ("submit" or "query")."""

@@ -14,34 +14,51 @@ def status_rows(ledger: LedgerBase) -> list[dict[str, Any]]:
     rows = []
     for job in ledger.jobs():
         sources = [s.path for s in ledger.sources_for_request(job.request_hash)]
-        rows.append({
-            "job": job.id,
-            "state": str(job.state),
-            "request": job.request_hash[:12],
-            "index": job.image_index,
-            "rule": job.rule,
-            "sources": sources,
-            "task_id": job.task_id,
-            "attempts": job.attempts,
-            "outputs": [o.path for o in ledger.outputs_for_job(job.id)],
-            "error": job.error,
-        })
+        rows.append(
+            {
+                "job": job.id,
+                "state": str(job.state),
+                "request": job.request_hash[:12],
+                "index": job.image_index,
+                "rule": job.rule,
+                "sources": sources,
+                "task_id": job.task_id,
+                "attempts": job.attempts,
+                "outputs": [o.path for o in ledger.outputs_for_job(job.id)],
+                "error": job.error,
+            }
+        )
     return rows
 
 
 def print_status(ledger: LedgerBase, out: TextIO, *, as_json: bool) -> int:
     rows = status_rows(ledger)
-    problems = [s for s in ledger.sources_with_status("invalid")
-                + ledger.sources_with_status("blocked") + ledger.sources_with_status("conflict")]
+    problems = [
+        s
+        for s in ledger.sources_with_status("invalid")
+        + ledger.sources_with_status("blocked")
+        + ledger.sources_with_status("conflict")
+    ]
     if as_json:
-        json.dump({"jobs": rows, "counts": ledger.state_counts(),
-                   "refused_files": [{"path": s.path, "status": s.status, "error": s.error}
-                                     for s in problems]}, out, indent=2)
+        json.dump(
+            {
+                "jobs": rows,
+                "counts": ledger.state_counts(),
+                "refused_files": [
+                    {"path": s.path, "status": s.status, "error": s.error} for s in problems
+                ],
+            },
+            out,
+            indent=2,
+        )
         out.write("\n")
         return 0
     counts = ledger.state_counts()
-    out.write("jobs: " + (", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-                          or "none") + "\n")
+    out.write(
+        "jobs: "
+        + (", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "none")
+        + "\n"
+    )
     for r in rows:
         source = r["sources"][0] if r["sources"] else "(no prompt file)"
         more = f" (+{len(r['sources']) - 1} copies)" if len(r["sources"]) > 1 else ""
@@ -80,8 +97,12 @@ def retry(ledger: LedgerBase, path: Path, out: TextIO, *, force: bool = False) -
             if job.image_index > (src.image_count or 1) or job.state not in wanted:
                 continue
             assert job.state in FINAL
-            ledger.transition(job.id, job.state, JobState.PENDING,
-                              detail="promptdrop retry" + (" --force" if force else ""))
+            ledger.transition(
+                job.id,
+                job.state,
+                JobState.PENDING,
+                detail="promptdrop retry" + (" --force" if force else ""),
+            )
             queued += 1
             out.write(f"queued again ({job.state}): {src.path} #{job.image_index}\n")
     return queued

@@ -81,7 +81,8 @@ def run_check(paths: Sequence[Path], out: TextIO, root: Path | None = None) -> i
             if check is None:
                 usage_errors.append(
                     f"promptdrop check: {given} is not a prompt file (NAME{PROMPT_SUFFIX}), "
-                    f"folder defaults ({DEFAULTS_NAME}) or rules file (NAME.toml)")
+                    f"folder defaults ({DEFAULTS_NAME}) or rules file (NAME.toml)"
+                )
             else:
                 jobs.append((given, check))
     if usage_errors:

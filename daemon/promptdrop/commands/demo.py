@@ -20,8 +20,11 @@ EXAMPLES = Path(promptdrop.__file__).resolve().parents[2] / "rules" / "examples"
 def run_demo(folder: Path, state_dir: Path | None = None, *, latency: float = 1.0) -> int:
     """Copy the examples into `folder`, make their images on the emulator, say where they are."""
     if not EXAMPLES.is_dir():
-        print(f"promptdrop demo: the example prompts are not at {EXAMPLES}; run the demo from a "
-              "checkout of the repository (pip install -e .)", file=sys.stderr)
+        print(
+            f"promptdrop demo: the example prompts are not at {EXAMPLES}; run the demo from a "
+            "checkout of the repository (pip install -e .)",
+            file=sys.stderr,
+        )
         return 2
     folder = folder.absolute()
     folder.mkdir(parents=True, exist_ok=True)
@@ -32,8 +35,11 @@ def run_demo(folder: Path, state_dir: Path | None = None, *, latency: float = 1.
             shutil.copyfile(item, target)
             copied += 1
     prompts = sorted(p.name for p in folder.glob(f"*{PROMPT_SUFFIX}"))
-    print(f"promptdrop demo: {len(prompts)} prompt files in {folder} ({copied} copied from the "
-          "examples); generating on the built-in emulator, no API key needed...", flush=True)
+    print(
+        f"promptdrop demo: {len(prompts)} prompt files in {folder} ({copied} copied from the "
+        "examples); generating on the built-in emulator, no API key needed...",
+        flush=True,
+    )
     config = EmulatorConfig(latency=latency, jitter=latency / 2, image_format="alternate")
     with Emulator(config).start() as emu:
         opts = WatchOptions(
@@ -47,11 +53,16 @@ def run_demo(folder: Path, state_dir: Path | None = None, *, latency: float = 1.
         )
         rc = asyncio.run(run(opts))
         stats = emu.stats()
-    images = sorted(p for p in folder.iterdir()
-                    if p.suffix in set(EXTENSIONS.values()) and p.name != "sketch.png")
+    images = sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix in set(EXTENSIONS.values()) and p.name != "sketch.png"
+    )
     print(f"\n{len(images)} images in {folder}:")
     for image in images:
         print(f"  {image.name}")
-    print(f"The emulator received {len(stats['submissions'])} paid submissions. Run the demo "
-          "again: nothing is paid twice. Edit a prompt file and run it again: one new image.")
+    print(
+        f"The emulator received {len(stats['submissions'])} paid submissions. Run the demo "
+        "again: nothing is paid twice. Edit a prompt file and run it again: one new image."
+    )
     return rc

@@ -29,16 +29,22 @@ from promptdrop.service.runner import ConfigError, resolve_api_key
 from promptdrop.spec import RuleConfig, RulesFile, SpecError, read_rules, rules_for_folders
 from promptdrop.watch.fstypes import filesystem_type, is_network_fstype, should_poll
 
-KEY_HELP = ("set TOAPIS_API_KEY, or pass --api-key-file FILE, or (under systemd) give the "
-            "credential 'toapis-api-key' with LoadCredential=")
+KEY_HELP = (
+    "set TOAPIS_API_KEY, or pass --api-key-file FILE, or (under systemd) give the "
+    "credential 'toapis-api-key' with LoadCredential="
+)
 DROP_IN = "/etc/systemd/system/promptdrop.service.d/roots.conf"
 INOTIFY = Path("/proc/sys/fs/inotify")
-WATCHES_FIX = ("sudo sysctl fs.inotify.max_user_watches=524288, and put "
-               "'fs.inotify.max_user_watches=524288' in /etc/sysctl.d/90-promptdrop.conf "
-               "to keep it after a reboot")
-INSTANCES_FIX = ("sudo sysctl fs.inotify.max_user_instances=1024, and put "
-                 "'fs.inotify.max_user_instances=1024' in /etc/sysctl.d/90-promptdrop.conf "
-                 "to keep it after a reboot")
+WATCHES_FIX = (
+    "sudo sysctl fs.inotify.max_user_watches=524288, and put "
+    "'fs.inotify.max_user_watches=524288' in /etc/sysctl.d/90-promptdrop.conf "
+    "to keep it after a reboot"
+)
+INSTANCES_FIX = (
+    "sudo sysctl fs.inotify.max_user_instances=1024, and put "
+    "'fs.inotify.max_user_instances=1024' in /etc/sysctl.d/90-promptdrop.conf "
+    "to keep it after a reboot"
+)
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,9 @@ class Check:
 # --- pure checks ------------------------------------------------------------------------------
 
 
-def inotify_check(folders: int, roots: int, max_watches: int | None,
-                  max_instances: int | None) -> Check:
+def inotify_check(
+    folders: int, roots: int, max_watches: int | None, max_instances: int | None
+) -> Check:
     """Whether the kernel's inotify limits leave room for `folders` watched folders spread over
     `roots` roots watched with inotify (one watch per folder, one instance per root).
 
@@ -72,17 +79,21 @@ def inotify_check(folders: int, roots: int, max_watches: int | None,
     if max_watches is None:
         found.append("max_user_watches unknown")
     elif folders > max_watches * 0.9:
-        found.append(f"{folders} folders to watch but the system allows {max_watches} "
-                     "(fs.inotify.max_user_watches): changes in some folders would be missed "
-                     "until the next full scan")
+        found.append(
+            f"{folders} folders to watch but the system allows {max_watches} "
+            "(fs.inotify.max_user_watches): changes in some folders would be missed "
+            "until the next full scan"
+        )
         fixes.append(WATCHES_FIX)
     else:
         found.append(f"{folders} folders of {max_watches} allowed")
     if max_instances is None:
         found.append("max_user_instances unknown")
     elif roots > max_instances:
-        found.append(f"{roots} watched folders need {roots} inotify instances but the system "
-                     f"allows {max_instances} (fs.inotify.max_user_instances)")
+        found.append(
+            f"{roots} watched folders need {roots} inotify instances but the system "
+            f"allows {max_instances} (fs.inotify.max_user_instances)"
+        )
         fixes.append(INSTANCES_FIX)
     else:
         found.append(f"{roots} of {max_instances} instances")
@@ -122,25 +133,31 @@ def folder_check(rule: RuleConfig) -> tuple[Check, int]:
     path = Path(rule.path)
     name = f"folder {rule.name}"
     if not path.exists():
-        return Check(name, f"{path} does not exist",
-                     f"create it (mkdir -p '{path}'), or correct its path in the rules file"), 0
+        return Check(
+            name,
+            f"{path} does not exist",
+            f"create it (mkdir -p '{path}'), or correct its path in the rules file",
+        ), 0
     if not path.is_dir():
-        return Check(name, f"{path} is not a folder",
-                     "point the rule at a folder, not a file"), 0
+        return Check(name, f"{path} is not a folder", "point the rule at a folder, not a file"), 0
     fstype = filesystem_type(path) or "unknown file system"
     problem = _try_write(path)
     if problem is not None:
         return Check(
-            name, f"{path} cannot be written to ({problem}); images and notes could not be saved",
+            name,
+            f"{path} cannot be written to ({problem}); images and notes could not be saved",
             "give the user that runs promptdrop write permission on it, and check it is not "
             "mounted read-only; under systemd, list it in ReadWritePaths= in the drop-in "
-            f"{DROP_IN} (see systemd/promptdrop.service.d/roots.conf.example)"), 0
+            f"{DROP_IN} (see systemd/promptdrop.service.d/roots.conf.example)",
+        ), 0
     network = is_network_fstype(fstype)
     if rule.poll == "never" and network:
         return Check(
-            name, f"{path} is on {fstype}, a network or FUSE file system, but poll = \"never\": "
+            name,
+            f'{path} is on {fstype}, a network or FUSE file system, but poll = "never": '
             "files saved by other computers would not be noticed",
-            f'set poll = "auto" (or "always") for rule {rule.name!r} in the rules file'), 0
+            f'set poll = "auto" (or "always") for rule {rule.name!r} in the rules file',
+        ), 0
     if should_poll(path, rule.poll):
         how = f"checked every {rule.poll_interval:g} s (polled)"
         folders = 0
@@ -159,18 +176,26 @@ def state_check(state_dir: Path) -> Check:
     fstype = filesystem_type(existing) or "unknown file system"
     if is_network_fstype(fstype):
         return Check(
-            name, f"{state_dir} is on {fstype}, a network or FUSE file system; the ledger must "
+            name,
+            f"{state_dir} is on {fstype}, a network or FUSE file system; the ledger must "
             "be on local disk (SQLite locking is not safe on shares)",
             "choose a folder on a local disk with --state-dir or PROMPTDROP_STATE_DIR "
-            "(under systemd, StateDirectory= does this)")
+            "(under systemd, StateDirectory= does this)",
+        )
     if not existing.is_dir():
-        return Check(name, f"{existing} is not a folder",
-                     "choose another folder with --state-dir or PROMPTDROP_STATE_DIR")
+        return Check(
+            name,
+            f"{existing} is not a folder",
+            "choose another folder with --state-dir or PROMPTDROP_STATE_DIR",
+        )
     problem = _try_write(existing)
     if problem is not None:
-        return Check(name, f"{existing} cannot be written to ({problem})",
-                     "give the user that runs promptdrop write permission on it, or choose "
-                     "another folder with --state-dir or PROMPTDROP_STATE_DIR")
+        return Check(
+            name,
+            f"{existing} cannot be written to ({problem})",
+            "give the user that runs promptdrop write permission on it, or choose "
+            "another folder with --state-dir or PROMPTDROP_STATE_DIR",
+        )
     when = "" if existing == state_dir else " (created on the first start)"
     return Check(name, f"ok: {state_dir}{when}, {fstype}, local disk")
 
@@ -195,9 +220,14 @@ async def api_checks(api_key: str, base_url: str, *, timeout: float = 10.0) -> l
     """Ask the API for the balance (cheap, authenticated): is it reachable, is the key good?"""
     where = f"the API at {base_url}"
     try:
-        client = ToApisClient(api_key, base_url, rate_limits=RateLimits.unlimited(),
-                              retry=RetryPolicy(attempts=2, base=0.3, cap=1.0),
-                              timeout=timeout, connect_timeout=min(5.0, timeout))
+        client = ToApisClient(
+            api_key,
+            base_url,
+            rate_limits=RateLimits.unlimited(),
+            retry=RetryPolicy(attempts=2, base=0.3, cap=1.0),
+            timeout=timeout,
+            connect_timeout=min(5.0, timeout),
+        )
     except ValueError as exc:
         return [Check("API key", str(exc), KEY_HELP)]
     async with client:
@@ -206,26 +236,47 @@ async def api_checks(api_key: str, base_url: str, *, timeout: float = 10.0) -> l
         except AccountBlocked as exc:
             reach = Check("API", f"reachable: {where}")
             if exc.reason == "auth":
-                return [Check("API key", "rejected by the API (it answered "
-                              f"HTTP {exc.status or '401'})",
-                              "check the key was copied whole (get it again from the ToAPIs "
-                              "console if needed), then " + KEY_HELP), reach]
-            return [Check("API key", "accepted, but the account has no credit left",
-                          "add credit to the ToAPIs account"), reach]
+                return [
+                    Check(
+                        "API key",
+                        f"rejected by the API (it answered HTTP {exc.status or '401'})",
+                        "check the key was copied whole (get it again from the ToAPIs "
+                        "console if needed), then " + KEY_HELP,
+                    ),
+                    reach,
+                ]
+            return [
+                Check(
+                    "API key",
+                    "accepted, but the account has no credit left",
+                    "add credit to the ToAPIs account",
+                ),
+                reach,
+            ]
         except (TransientError, RateLimited) as exc:
-            return [Check("API key", "not checked: the API could not be reached"),
-                    Check("API", f"cannot reach {where}: "
-                          + exc.message.split(" promptdrop will")[0],
-                          "check the network connection, firewall or proxy, and that "
-                          "TOAPIS_BASE_URL (or base_url in the rules file) is right")]
+            return [
+                Check("API key", "not checked: the API could not be reached"),
+                Check(
+                    "API",
+                    f"cannot reach {where}: " + exc.message.split(" promptdrop will")[0],
+                    "check the network connection, firewall or proxy, and that "
+                    "TOAPIS_BASE_URL (or base_url in the rules file) is right",
+                ),
+            ]
         except ApiError as exc:
-            return [Check("API key", "not checked: the API gave an unexpected answer"),
-                    Check("API", f"{where} answered unexpectedly: {exc.message}",
-                          "check that TOAPIS_BASE_URL (or base_url in the rules file) is the "
-                          "ToAPIs API's address")]
+            return [
+                Check("API key", "not checked: the API gave an unexpected answer"),
+                Check(
+                    "API",
+                    f"{where} answered unexpectedly: {exc.message}",
+                    "check that TOAPIS_BASE_URL (or base_url in the rules file) is the "
+                    "ToAPIs API's address",
+                ),
+            ]
     balance = answer.get("balance")
-    extra = f" (balance {balance} {answer.get('currency', '')})".rstrip() if balance is not None \
-        else ""
+    extra = (
+        f" (balance {balance} {answer.get('currency', '')})".rstrip() if balance is not None else ""
+    )
     return [Check("API key", f"accepted{extra}"), Check("API", f"reachable: {where}")]
 
 
@@ -241,27 +292,45 @@ def load_rules(rules_path: Path | None, folders: Sequence[Path]) -> RulesFile | 
     return None
 
 
-def diagnose(rules_path: Path | None, folders: Sequence[Path], state_dir: Path,
-             api_key_file: Path | None) -> list[Check]:
+def diagnose(
+    rules_path: Path | None, folders: Sequence[Path], state_dir: Path, api_key_file: Path | None
+) -> list[Check]:
     """Run every check; never raises for a problem it can describe."""
     checks: list[Check] = []
     rules: RulesFile | None = None
     try:
         rules = load_rules(rules_path, folders)
     except SpecError as exc:
-        checks.append(Check("rules file", f"has errors: {exc}",
-                            f"fix the rules file (promptdrop check {rules_path} lists each "
-                            "problem)"))
+        checks.append(
+            Check(
+                "rules file",
+                f"has errors: {exc}",
+                f"fix the rules file (promptdrop check {rules_path} lists each problem)",
+            )
+        )
     else:
         if rules is None:
-            checks.append(Check("rules file", "none given: the watched folders are not checked "
-                                "(pass the same FOLDER… or --rules FILE as to watch)"))
+            checks.append(
+                Check(
+                    "rules file",
+                    "none given: the watched folders are not checked "
+                    "(pass the same FOLDER… or --rules FILE as to watch)",
+                )
+            )
         else:
             what = str(rules_path) if rules_path is not None else "folders from the command line"
-            checks.append(Check("rules file", f"ok: {what}, {len(rules.rules)} watched "
-                                f"folder{'s' if len(rules.rules) != 1 else ''}"))
-    base_url = (os.environ.get("TOAPIS_BASE_URL")
-                or (rules.api.base_url if rules is not None else None) or DEFAULT_BASE_URL)
+            checks.append(
+                Check(
+                    "rules file",
+                    f"ok: {what}, {len(rules.rules)} watched "
+                    f"folder{'s' if len(rules.rules) != 1 else ''}",
+                )
+            )
+    base_url = (
+        os.environ.get("TOAPIS_BASE_URL")
+        or (rules.api.base_url if rules is not None else None)
+        or DEFAULT_BASE_URL
+    )
     try:
         key = resolve_api_key(api_key_file)
     except ConfigError as exc:
@@ -287,9 +356,14 @@ def diagnose(rules_path: Path | None, folders: Sequence[Path], state_dir: Path,
             if n:
                 folders_total += n
                 inotify_roots += 1
-        checks.append(inotify_check(folders_total, inotify_roots,
-                                    _read_int(INOTIFY / "max_user_watches"),
-                                    _read_int(INOTIFY / "max_user_instances")))
+        checks.append(
+            inotify_check(
+                folders_total,
+                inotify_roots,
+                _read_int(INOTIFY / "max_user_watches"),
+                _read_int(INOTIFY / "max_user_instances"),
+            )
+        )
     checks.append(state_check(state_dir))
     return checks
 
@@ -298,28 +372,40 @@ def print_table(checks: Sequence[Check], out: TextIO, *, width: int = 50) -> Non
     """The checks as columns CHECK, RESULT, FIX (the last two wrapped at `width` characters,
     never inside a word or a path), then a one-line verdict."""
     rows = [("CHECK", "RESULT", "FIX")] + [
-        (c.name, ("PROBLEM: " if c.problem else "") + c.result, c.fix or "-") for c in checks]
+        (c.name, ("PROBLEM: " if c.problem else "") + c.result, c.fix or "-") for c in checks
+    ]
     w0 = max(len(r[0]) for r in rows)
-    wrap = {"width": width, "break_long_words": False, "break_on_hyphens": False}
-    wrapped = [(name, textwrap.wrap(result, **wrap) or [""],  # type: ignore[arg-type]
-                textwrap.wrap(fix, **wrap) or [""])  # type: ignore[arg-type]
-               for name, result, fix in rows]
+
+    def wrap(text: str) -> list[str]:
+        return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False) or [""]
+
+    wrapped = [(name, wrap(result), wrap(fix)) for name, result, fix in rows]
     w1 = max(len(x) for _, left, _ in wrapped for x in left)
     for name, left, right in wrapped:
         for i in range(max(len(left), len(right))):
-            cells = (name if i == 0 else "", left[i] if i < len(left) else "",
-                     right[i] if i < len(right) else "")
+            cells = (
+                name if i == 0 else "",
+                left[i] if i < len(left) else "",
+                right[i] if i < len(right) else "",
+            )
             print(f"{cells[0]:<{w0}}  {cells[1]:<{w1}}  {cells[2]}".rstrip(), file=out)
     problems = sum(1 for c in checks if c.problem)
     if problems:
-        print(f"\n{problems} problem{'s' if problems != 1 else ''} found: see the FIX column.",
-              file=out)
+        print(
+            f"\n{problems} problem{'s' if problems != 1 else ''} found: see the FIX column.",
+            file=out,
+        )
     else:
         print("\nEverything looks ready.", file=out)
 
 
-def run_doctor(rules_path: Path | None, folders: Sequence[Path], state_dir: Path,
-               api_key_file: Path | None, out: TextIO) -> int:
+def run_doctor(
+    rules_path: Path | None,
+    folders: Sequence[Path],
+    state_dir: Path,
+    api_key_file: Path | None,
+    out: TextIO,
+) -> int:
     """Print the table of checks to `out`; 1 when any check found a problem, else 0."""
     checks = diagnose(rules_path, folders, state_dir, api_key_file)
     print_table(checks, out)

@@ -63,8 +63,10 @@ DEFAULT_POLL = 5.0
 _OUTPUT_FORMATS = ("png", "jpeg", "webp")
 # The error of a waiting job whose prompt file went away; the job is taken up again if the
 # same request comes back, since nothing was ever sent for it.
-_ORPHANED = ("its prompt file was deleted or changed before its turn came in the daily budget; "
-             "nothing was sent or paid")
+_ORPHANED = (
+    "its prompt file was deleted or changed before its turn came in the daily budget; "
+    "nothing was sent or paid"
+)
 
 
 @dataclass(frozen=True)
@@ -179,8 +181,12 @@ class Engine:
             # is made and written for it: what the checks below conclude, in one query.
             return
         prev = self.ledger.get_source(path)
-        if (prev is not None and content_sha is not None and prev.content_sha256 == content_sha
-                and prev.status in ("active", "invalid")):
+        if (
+            prev is not None
+            and content_sha is not None
+            and prev.content_sha256 == content_sha
+            and prev.status in ("active", "invalid")
+        ):
             # Touched, re-synced or rescanned with the same bytes: nothing new to pay for.
             if prev.status == "active" and prev.request_hash:
                 for job in self.ledger.jobs_for_request(prev.request_hash):
@@ -200,8 +206,9 @@ class Engine:
             if not path.exists():
                 return
             message = _problems_text(exc)
-            self.ledger.put_source(path, rule=rule.name, status="invalid",
-                                   content_sha256=content_sha, error=message)
+            self.ledger.put_source(
+                path, rule=rule.name, status="invalid", content_sha256=content_sha, error=message
+            )
             self._drop_orphans(prev, None)
             outputs.write_note(path, message)
             bound.warning("prompt file refused", problems=len(exc.problems))
@@ -215,18 +222,29 @@ class Engine:
                 f'What to do: rename or move "{foreign.name}", or give this prompt file another '
                 "name, then save it again."
             )
-            self.ledger.put_source(path, rule=rule.name, status="blocked",
-                                   content_sha256=content_sha, request_hash=h,
-                                   image_count=request.count, error=message)
+            self.ledger.put_source(
+                path,
+                rule=rule.name,
+                status="blocked",
+                content_sha256=content_sha,
+                request_hash=h,
+                image_count=request.count,
+                error=message,
+            )
             self._drop_orphans(prev, None)
             outputs.write_note(path, message)
             bound.warning("output name taken by a foreign file", file=str(foreign))
             return
         # The source and its jobs in one commit: a crash can never leave it recorded as
         # taken up without the jobs that make its images.
-        jobs = self.ledger.take_up(path, rule=rule.name, content_sha256=content_sha,
-                                   request_hash=h, image_count=request.count,
-                                   request=request.canonical())
+        jobs = self.ledger.take_up(
+            path,
+            rule=rule.name,
+            content_sha256=content_sha,
+            request_hash=h,
+            image_count=request.count,
+            request=request.canonical(),
+        )
         self._drop_orphans(prev, h)
         bound.info("prompt file taken up", request=h[:12], images=request.count)
         for i, job in enumerate(jobs):
@@ -247,8 +265,9 @@ class Engine:
 
     def handle_conflict(self, path: Path, rule: RuleConfig) -> None:
         """A sync client's conflict copy: never processed, and the folder says why."""
-        self.ledger.put_source(path, rule=rule.name, status="conflict",
-                               error="conflict copy made by a sync app")
+        self.ledger.put_source(
+            path, rule=rule.name, status="conflict", error="conflict copy made by a sync app"
+        )
         outputs.write_note(
             path,
             "This file looks like a conflict copy made by your sync app (two people or two "
@@ -263,8 +282,9 @@ class Engine:
             return
         for job in self.ledger.jobs_for_request(prev.request_hash):
             if job.state is S.WAITING and not self._live_sources(job):
-                self._move(job, S.WAITING, S.FAILED, _ORPHANED, error=_ORPHANED,
-                           finished_at=self._clock())
+                self._move(
+                    job, S.WAITING, S.FAILED, _ORPHANED, error=_ORPHANED, finished_at=self._clock()
+                )
                 log.info("waiting job dropped: no prompt file wants it", job=job.id)
 
     async def _consider(self, job: Job, source: Path, rule: RuleConfig) -> None:
@@ -362,7 +382,8 @@ class Engine:
         # Every log line of this job's task carries the job, its prompt file and its task id.
         sources = self._live_sources(job)
         structlog.contextvars.bind_contextvars(
-            job=job.id, source=str(sources[0]) if sources else None, task=job.task_id)
+            job=job.id, source=str(sources[0]) if sources else None, task=job.task_id
+        )
         try:
             if slot is None:
                 await self._drive(job_id)
@@ -374,8 +395,9 @@ class Engine:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("job stopped by an unexpected error; it resumes on the next start",
-                          job=job_id)
+            log.exception(
+                "job stopped by an unexpected error; it resumes on the next start", job=job_id
+            )
 
     async def _drive(self, job_id: int) -> None:
         if not self._claim(job_id):
@@ -397,8 +419,13 @@ class Engine:
 
     async def _lost_answer(self, job: Job) -> None:
         # Only reachable if a previous task of ours died mid-POST: same rule as after a crash.
-        self._move(job, S.SUBMITTING, S.AMBIGUOUS, "the answer to the submission was lost",
-                   error="the answer to the submission was lost")
+        self._move(
+            job,
+            S.SUBMITTING,
+            S.AMBIGUOUS,
+            "the answer to the submission was lost",
+            error="the answer to the submission was lost",
+        )
         self._note_sources(job, _ambiguous_text)
 
     async def _submit(self, job: Job) -> None:
@@ -421,12 +448,16 @@ class Engine:
             try:
                 image_urls.append(await self._upload(ref))
             except (OSError, ValueError) as exc:
-                self._fail(job, f"the reference image {ref['source']!r} could not be read "
-                                f"({exc}); save the prompt file again once it is back")
+                self._fail(
+                    job,
+                    f"the reference image {ref['source']!r} could not be read "
+                    f"({exc}); save the prompt file again once it is back",
+                )
                 return
             except RequestRejected as exc:
-                self._fail(job, f"the API refused the reference image {ref['source']!r}: "
-                                f"{exc.message}")
+                self._fail(
+                    job, f"the API refused the reference image {ref['source']!r}: {exc.message}"
+                )
                 return
             except AccountBlocked as exc:
                 self._pause(exc)
@@ -443,8 +474,15 @@ class Engine:
         # overspend it.
         intent_at = self._clock()
         try:
-            job = self._move(job, job.state, S.SUBMITTING, "submitting", count_attempt=True,
-                             budget=self._budget(job), intent_at=intent_at)
+            job = self._move(
+                job,
+                job.state,
+                S.SUBMITTING,
+                "submitting",
+                count_attempt=True,
+                budget=self._budget(job),
+                intent_at=intent_at,
+            )
         except BudgetSpent:
             self._hold(job)
             return
@@ -454,8 +492,11 @@ class Engine:
         self._critical += 1
         try:
             task = await self.client.submit(
-                model=req["model"], prompt=req["prompt"], size=req["size"],
-                image_urls=image_urls, metadata=req["metadata"] or None,
+                model=req["model"],
+                prompt=req["prompt"],
+                size=req["size"],
+                image_urls=image_urls,
+                metadata=req["metadata"] or None,
             )
         except RequestRejected as exc:
             if image_urls and "image_urls" in exc.message and not self._requeued(job):
@@ -472,15 +513,20 @@ class Engine:
         except (RateLimited, TransientError) as exc:
             # The client only raises these when nothing was created: safe to send later.
             self._move(job, S.SUBMITTING, S.PENDING, f"not submitted: {exc.message}")
-            bound.warning("the API could not take the request; trying again later",
-                          error=exc.message, wait=self.options.retry_later)
+            bound.warning(
+                "the API could not take the request; trying again later",
+                error=exc.message,
+                wait=self.options.retry_later,
+            )
             await asyncio.sleep(self.options.retry_later)
             return
         except Ambiguous as exc:
-            self._move(job, S.SUBMITTING, S.AMBIGUOUS, f"answer lost: {exc.message}",
-                       error=exc.message)
-            bound.error("submission answer lost; not resending (it may have been paid)",
-                        error=exc.message)
+            self._move(
+                job, S.SUBMITTING, S.AMBIGUOUS, f"answer lost: {exc.message}", error=exc.message
+            )
+            bound.error(
+                "submission answer lost; not resending (it may have been paid)", error=exc.message
+            )
             self._note_sources(job, _ambiguous_text)
             return
         finally:
@@ -503,15 +549,26 @@ class Engine:
         wait = 0.5
         while True:
             try:
-                self._move(job, S.SUBMITTING, S.RUNNING, f"task {task.id}", task_id=task.id,
-                           task_json=_json(task.raw), submitted_at=self._clock())
+                self._move(
+                    job,
+                    S.SUBMITTING,
+                    S.RUNNING,
+                    f"task {task.id}",
+                    task_id=task.id,
+                    task_json=_json(task.raw),
+                    submitted_at=self._clock(),
+                )
                 return
             except Exception as exc:
                 if not disk_full(exc):
                     raise
-                log.error("cannot record a submitted task: the disk holding the ledger is full; "
-                          "trying again", task=task.id, retry_in=wait,
-                          fix="free space on the disk of the state folder")
+                log.error(
+                    "cannot record a submitted task: the disk holding the ledger is full; "
+                    "trying again",
+                    task=task.id,
+                    retry_in=wait,
+                    fix="free space on the disk of the state folder",
+                )
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, 10.0)
 
@@ -573,11 +630,21 @@ class Engine:
             bound.warning("poll failed; will poll again", error=exc.message)
             return
         if task.status == "completed" and task.url:
-            self._move(job, S.RUNNING, S.DOWNLOADING, "completed", result_url=task.url,
-                       expires_at=task.expires_at, task_json=_json(task.raw))
+            self._move(
+                job,
+                S.RUNNING,
+                S.DOWNLOADING,
+                "completed",
+                result_url=task.url,
+                expires_at=task.expires_at,
+                task_json=_json(task.raw),
+            )
         elif task.status == "failed":
-            self._fail(job, f"the API could not make this image: {task.error or 'no reason given'}",
-                       src=S.RUNNING)
+            self._fail(
+                job,
+                f"the API could not make this image: {task.error or 'no reason given'}",
+                src=S.RUNNING,
+            )
         else:
             self.ledger.update_running(job.id, _json(task.raw))
 
@@ -588,8 +655,12 @@ class Engine:
             try:
                 result = await self.client.download(job.result_url)
             except ResultUnavailable as exc:
-                self._fail(job, f"the finished image could not be downloaded ({exc.message}); "
-                                "its link may have expired", src=S.DOWNLOADING)
+                self._fail(
+                    job,
+                    f"the finished image could not be downloaded ({exc.message}); "
+                    "its link may have expired",
+                    src=S.DOWNLOADING,
+                )
                 return
             except ApiError as exc:
                 log.warning("download failed; polling again", job=job.id, error=exc.message)
@@ -608,18 +679,32 @@ class Engine:
             except OSError as exc:
                 # Disk full, a share gone read-only...: nothing partial was left under a final
                 # name; fetch and write again later (the result link lives about a day).
-                log.error("could not write the image; will try again", job=job.id,
-                          error=exc.strerror or str(exc), wait=self.options.retry_later)
+                log.error(
+                    "could not write the image; will try again",
+                    job=job.id,
+                    error=exc.strerror or str(exc),
+                    wait=self.options.retry_later,
+                )
                 self._move(job, S.DOWNLOADING, S.RUNNING, f"write failed: {exc}")
                 await asyncio.sleep(self.options.retry_later)
                 return
             reached("before_done")
             self._observe_latency(job)
             if written == 0:
-                self.ledger.note_event(job.id, "no prompt file wants this image any more "
-                                               "(deleted or changed); nothing written")
-            self._move(job, S.DOWNLOADING, S.DONE, f"image written {written} time(s)",
-                       image_sha256=sha, image_format=result.format, finished_at=self._clock())
+                self.ledger.note_event(
+                    job.id,
+                    "no prompt file wants this image any more "
+                    "(deleted or changed); nothing written",
+                )
+            self._move(
+                job,
+                S.DOWNLOADING,
+                S.DONE,
+                f"image written {written} time(s)",
+                image_sha256=sha,
+                image_format=result.format,
+                finished_at=self._clock(),
+            )
             log.info("done", job=job.id, task=job.task_id, written=written)
         finally:
             self._critical -= 1
@@ -641,8 +726,9 @@ class Engine:
             except OSError:
                 continue
             if hashlib.sha256(data).hexdigest() == out.sha256:
-                await self._place(job, source, data, out.format or job.image_format or "png",
-                                  stamp=False)
+                await self._place(
+                    job, source, data, out.format or job.image_format or "png", stamp=False
+                )
                 return
         if job.result_url and (job.expires_at or 0) > self._clock() + 60:
             try:
@@ -659,8 +745,9 @@ class Engine:
             f'What to do: run "promptdrop retry {source}" to make a new image (it is paid again).',
         )
 
-    async def _place(self, job: Job, source: Path, data: bytes, fmt: str, *,
-                     stamp: bool = True) -> bool:
+    async def _place(
+        self, job: Job, source: Path, data: bytes, fmt: str, *, stamp: bool = True
+    ) -> bool:
         """Write this job's image next to `source`; True when written (or already there)."""
         count = max(self.ledger.get_source(source).image_count or 1, job.image_index)  # type: ignore[union-attr]
         final = outputs.output_path(source, job.image_index, count, fmt)
@@ -670,15 +757,19 @@ class Engine:
             record = self.ledger.output_at(final)
             if record is None:
                 if self._is_ours(final, job.request_hash):
-                    self.ledger.record_output(final, job=job, source_path=source,
-                                              sha256=_sha(final), fmt=fmt)
+                    self.ledger.record_output(
+                        final, job=job, source_path=source, sha256=_sha(final), fmt=fmt
+                    )
                     self._settle_note(source)
                     return True
-                outputs.write_note(source, f'"{final.name}" appeared in this folder and '
-                                   "promptdrop did not make it, so the new image was not saved "
-                                   "over it.\nWhat to do: rename or move it, then run "
-                                   f'"promptdrop retry {source}" (free: the image is kept '
-                                   "for 24 hours).")
+                outputs.write_note(
+                    source,
+                    f'"{final.name}" appeared in this folder and '
+                    "promptdrop did not make it, so the new image was not saved "
+                    "over it.\nWhat to do: rename or move it, then run "
+                    f'"promptdrop retry {source}" (free: the image is kept '
+                    "for 24 hours).",
+                )
                 return False
             if record.job_id == job.id and record.generation == job.generation:
                 return True
@@ -686,8 +777,9 @@ class Engine:
             self.ledger.move_output(final, aside)
         await asyncio.to_thread(outputs.write_atomic, final, data)
         reached("after_rename")
-        self.ledger.record_output(final, job=job, source_path=source,
-                                  sha256=hashlib.sha256(data).hexdigest(), fmt=fmt)
+        self.ledger.record_output(
+            final, job=job, source_path=source, sha256=hashlib.sha256(data).hexdigest(), fmt=fmt
+        )
         self._settle_note(source)
         log.info("image written", job=job.id, source=str(source), file=str(final))
         return True
@@ -762,8 +854,14 @@ class Engine:
             live = self._live_sources(job)
             try:
                 if not live:
-                    self._move(job, S.WAITING, S.FAILED, _ORPHANED, error=_ORPHANED,
-                               finished_at=self._clock())
+                    self._move(
+                        job,
+                        S.WAITING,
+                        S.FAILED,
+                        _ORPHANED,
+                        error=_ORPHANED,
+                        finished_at=self._clock(),
+                    )
                     continue
                 self._move(job, S.WAITING, S.PENDING, "a new day's budget has room")
             except StaleTransition:
@@ -790,10 +888,18 @@ class Engine:
         if job.state is S.UPLOADING:
             job = self._move(job, S.UPLOADING, S.PENDING, "daily budget spent")
         rule = self.rules[job.rule or ""]
-        self._move(job, S.PENDING, S.WAITING,
-                   f"the daily budget of {rule.daily_budget} is spent; waits for the next day")
-        log.info("daily budget spent; the job waits for the next day", job=job.id,
-                 rule=rule.name, budget=rule.daily_budget)
+        self._move(
+            job,
+            S.PENDING,
+            S.WAITING,
+            f"the daily budget of {rule.daily_budget} is spent; waits for the next day",
+        )
+        log.info(
+            "daily budget spent; the job waits for the next day",
+            job=job.id,
+            rule=rule.name,
+            budget=rule.daily_budget,
+        )
         self._note_sources(job, self._waiting_text)
         self._arm_budget_timer()
 
@@ -801,7 +907,8 @@ class Engine:
         if self.stopping or (self._budget_timer is not None and not self._budget_timer.done()):
             return
         self._budget_timer = asyncio.get_running_loop().create_task(
-            self._budget_loop(), name="budget-timer")
+            self._budget_loop(), name="budget-timer"
+        )
 
     async def _budget_loop(self) -> None:
         # Not a job task: `wait_idle` (and so --once) does not wait for tomorrow.
@@ -832,9 +939,15 @@ class Engine:
         """A job of `source` started or finished: clear its note unless a job still waits
         (then the waiting note stays), or, with keep_failed, one failed or is ambiguous."""
         src = self.ledger.get_source(source)
-        jobs = [] if src is None or not src.request_hash else [
-            j for j in self.ledger.jobs_for_request(src.request_hash)
-            if j.image_index <= (src.image_count or 1)]
+        jobs = (
+            []
+            if src is None or not src.request_hash
+            else [
+                j
+                for j in self.ledger.jobs_for_request(src.request_hash)
+                if j.image_index <= (src.image_count or 1)
+            ]
+        )
         waiting = [j for j in jobs if j.state is S.WAITING]
         if waiting:
             outputs.write_note(source, self._waiting_text(waiting[0], source))
@@ -847,8 +960,11 @@ class Engine:
             self.metrics.task_done(time.monotonic() - started)
             return
         # Submitted before a restart: the ledger's record of the intent says when.
-        intents = [e["at"] for e in self.ledger.events(job.id)
-                   if e["to_state"] == S.SUBMITTING and e["from_state"] != e["to_state"]]
+        intents = [
+            e["at"]
+            for e in self.ledger.events(job.id)
+            if e["to_state"] == S.SUBMITTING and e["from_state"] != e["to_state"]
+        ]
         if intents:
             self.metrics.task_done(self._clock() - intents[-1])
 
@@ -866,11 +982,15 @@ class Engine:
         return True
 
     def _arm_lease_timer(self) -> None:
-        if self.host is None or self.stopping or (
-                self._lease_timer is not None and not self._lease_timer.done()):
+        if (
+            self.host is None
+            or self.stopping
+            or (self._lease_timer is not None and not self._lease_timer.done())
+        ):
             return
         self._lease_timer = asyncio.get_running_loop().create_task(
-            self._lease_loop(), name="lease-timer")
+            self._lease_loop(), name="lease-timer"
+        )
 
     async def _lease_loop(self) -> None:
         # Not a job task: `wait_idle` does not wait for it. Renews this host's claims, and takes
@@ -883,8 +1003,12 @@ class Engine:
             try:
                 self.ledger.renew(self.host, self.options.lease_ttl)
                 for job in self.ledger.take_over(self.host, self.options.lease_ttl):
-                    log.info("took over a job of a host that stopped", job=job.id,
-                             state=str(job.state), task=job.task_id)
+                    log.info(
+                        "took over a job of a host that stopped",
+                        job=job.id,
+                        state=str(job.state),
+                        task=job.task_id,
+                    )
                     if job.state is S.AMBIGUOUS:  # final: its claim ended with the move
                         self._note_sources(job, _ambiguous_text)
                     else:
@@ -895,22 +1019,38 @@ class Engine:
 
     # State helpers ---------------------------------------------------------------------------
 
-    def _move(self, job: Job, src: JobState, dst: JobState, detail: str, *,
-              count_attempt: bool = False, budget: Budget | None = None,
-              **fields: Any) -> Job:
+    def _move(
+        self,
+        job: Job,
+        src: JobState,
+        dst: JobState,
+        detail: str,
+        *,
+        count_attempt: bool = False,
+        budget: Budget | None = None,
+        **fields: Any,
+    ) -> Job:
         # A job this host claimed moves only while the claim is still ours (LeaseLost if not).
         holder = self.host if self.host is not None and job.id in self._claimed else None
-        moved = self.ledger.transition(job.id, src, dst, detail=detail,
-                                       count_attempt=count_attempt, holder=holder,
-                                       budget=budget, **fields)
+        moved = self.ledger.transition(
+            job.id,
+            src,
+            dst,
+            detail=detail,
+            count_attempt=count_attempt,
+            holder=holder,
+            budget=budget,
+            **fields,
+        )
         if dst in FINAL:
             self._submitted_at.pop(job.id, None)
             self._claimed.discard(job.id)
         return moved
 
     def _fail(self, job: Job, message: str, *, src: JobState | None = None) -> None:
-        job = self._move(job, src or job.state, S.FAILED, message, error=message,
-                         finished_at=self._clock())
+        job = self._move(
+            job, src or job.state, S.FAILED, message, error=message, finished_at=self._clock()
+        )
         log.warning("job failed", job=job.id, error=message)
         self._note_sources(job, lambda j, _s: _failed_text(j))
 
@@ -919,22 +1059,38 @@ class Engine:
             outputs.write_note(source, text(job, source))
 
     def _pause(self, exc: AccountBlocked, job: Job | None = None) -> None:
-        wait = self.options.pause_first if self.pause is None else min(
-            self.pause.wait * 2, self.options.pause_cap)
-        what = ("the API refused the key" if exc.reason == "auth"
-                else "the account has no quota left")
+        wait = (
+            self.options.pause_first
+            if self.pause is None
+            else min(self.pause.wait * 2, self.options.pause_cap)
+        )
+        what = (
+            "the API refused the key" if exc.reason == "auth" else "the account has no quota left"
+        )
         self.pause = Pause(reason=f"{what}: {exc.message}", until=self._clock() + wait, wait=wait)
         self._unpaused.clear()
-        log.error("submissions paused", reason=what, retry_in=round(wait),
-                  fix="set a valid TOAPIS_API_KEY" if exc.reason == "auth"
-                  else "add credit to the ToAPIs account")
+        log.error(
+            "submissions paused",
+            reason=what,
+            retry_in=round(wait),
+            fix="set a valid TOAPIS_API_KEY"
+            if exc.reason == "auth"
+            else "add credit to the ToAPIs account",
+        )
         if job is not None:
-            self._note_sources(job, lambda _j, _s: (
-                f"Submissions are paused: {what}. Nothing is lost: this file waits and is "
-                f"made as soon as the API accepts requests again (promptdrop tries every "
-                f"{round(wait)} seconds).\nWhat to do: "
-                + ("ask whoever runs promptdrop to check its API key."
-                   if exc.reason == "auth" else "add credit to the ToAPIs account.")))
+            self._note_sources(
+                job,
+                lambda _j, _s: (
+                    f"Submissions are paused: {what}. Nothing is lost: this file waits and is "
+                    f"made as soon as the API accepts requests again (promptdrop tries every "
+                    f"{round(wait)} seconds).\nWhat to do: "
+                    + (
+                        "ask whoever runs promptdrop to check its API key."
+                        if exc.reason == "auth"
+                        else "add credit to the ToAPIs account."
+                    )
+                ),
+            )
 
     async def _wait_unpaused(self) -> None:
         while self.pause is not None and not self.stopping:
@@ -974,8 +1130,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _chain(first: Callable[..., None] | None,
-           then: Callable[..., None]) -> Callable[..., None]:
+def _chain(first: Callable[..., None] | None, then: Callable[..., None]) -> Callable[..., None]:
     """A hook that calls an observer already in place, then ours."""
     if first is None:
         return then
@@ -1011,14 +1166,19 @@ def _problems_text(exc: SpecError) -> str:
     for p in exc.problems:
         where = f"line {p.line}: " if p.line is not None else ""
         lines.append(f"- {where}{p.message}")
-    return ("This prompt file cannot be used yet:\n" + "\n".join(lines)
-            + "\nWhat to do: fix the file and save it again; nothing was sent or paid.")
+    return (
+        "This prompt file cannot be used yet:\n"
+        + "\n".join(lines)
+        + "\nWhat to do: fix the file and save it again; nothing was sent or paid."
+    )
 
 
 def _failed_text(job: Job) -> str:
-    return (f"No image was made: {job.error or 'the request failed'}.\n"
-            "What to do: change the prompt file and save it again, or run "
-            '"promptdrop retry" on it to try the same request again.')
+    return (
+        f"No image was made: {job.error or 'the request failed'}.\n"
+        "What to do: change the prompt file and save it again, or run "
+        '"promptdrop retry" on it to try the same request again.'
+    )
 
 
 def _ambiguous_text(job: Job, source: Path) -> str:

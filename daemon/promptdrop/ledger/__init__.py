@@ -32,10 +32,28 @@ from promptdrop.ledger.store import (
 )
 
 __all__ = [
-    "ALLOWED", "FINAL", "LEDGER_NAME", "Budget", "BudgetSpent", "IllegalTransition", "Job",
-    "JobState", "LeaseLost", "Ledger", "LedgerBase", "LedgerUnavailable", "LedgerUrlError",
-    "Output", "PathCodec", "Recovery", "Source", "StaleTransition", "default_host_id",
-    "default_state_dir", "disk_full", "open_ledger",
+    "ALLOWED",
+    "FINAL",
+    "LEDGER_NAME",
+    "Budget",
+    "BudgetSpent",
+    "IllegalTransition",
+    "Job",
+    "JobState",
+    "LeaseLost",
+    "Ledger",
+    "LedgerBase",
+    "LedgerUnavailable",
+    "LedgerUrlError",
+    "Output",
+    "PathCodec",
+    "Recovery",
+    "Source",
+    "StaleTransition",
+    "default_host_id",
+    "default_state_dir",
+    "disk_full",
+    "open_ledger",
 ]
 
 

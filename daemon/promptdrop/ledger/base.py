@@ -32,8 +32,16 @@ T = TypeVar("T")
 # Columns a transition may set besides the state; anything else is a programming error.
 _JOB_FIELDS = frozenset(
     {
-        "task_id", "task_json", "result_url", "expires_at", "image_sha256", "image_format",
-        "error", "intent_at", "submitted_at", "finished_at",
+        "task_id",
+        "task_json",
+        "result_url",
+        "expires_at",
+        "image_sha256",
+        "image_format",
+        "error",
+        "intent_at",
+        "submitted_at",
+        "finished_at",
     }
 )
 # Unfinished work a dead host may have left: these are taken over once its claim expires.
@@ -184,10 +192,12 @@ class PathCodec:
         # Deepest root first: with nested roots a file belongs to the innermost one.
         self._roots = sorted(
             ((name, str(Path(root)).rstrip(os.sep)) for name, root in (roots or {}).items()),
-            key=lambda item: len(item[1]), reverse=True,
+            key=lambda item: len(item[1]),
+            reverse=True,
         )
-        self._by_tag = {"@" + urllib.parse.quote(name, safe="") + ":": root
-                        for name, root in self._roots}
+        self._by_tag = {
+            "@" + urllib.parse.quote(name, safe="") + ":": root for name, root in self._roots
+        }
 
     def __bool__(self) -> bool:
         return bool(self._roots)
@@ -196,7 +206,7 @@ class PathCodec:
         text = str(path)
         for name, root in self._roots:
             if text == root or text.startswith(root + os.sep) or (not root and text == os.sep):
-                rest = text[len(root):] if text != os.sep else ""
+                rest = text[len(root) :] if text != os.sep else ""
                 return "@" + urllib.parse.quote(name, safe="") + ":" + rest
         return text
 
@@ -220,7 +230,8 @@ class PathCodec:
         if not self or not isinstance(refs, list):
             return request
         mapped = [
-            {**r, "path": fn(r["path"])} if isinstance(r, dict) and isinstance(r.get("path"), str)
+            {**r, "path": fn(r["path"])}
+            if isinstance(r, dict) and isinstance(r.get("path"), str)
             else r
             for r in refs
         ]
@@ -247,8 +258,9 @@ class LedgerBase:
         """Execute one statement; return the number of rows it changed."""
         raise NotImplementedError
 
-    def _atomic(self, work: Callable[[], None], committed: Callable[[], bool] | None = None
-                ) -> None:
+    def _atomic(
+        self, work: Callable[[], None], committed: Callable[[], bool] | None = None
+    ) -> None:
         """Run `work` in one transaction. `committed` tells, after a lost connection, whether
         the commit went through before it was lost (so the work is not done twice)."""
         raise NotImplementedError
@@ -292,8 +304,9 @@ class LedgerBase:
         assert found is not None  # rows are never deleted
         return found
 
-    def _insert_job(self, request_hash: str, image_index: int, request: dict[str, Any],
-                    rule: str | None) -> None:
+    def _insert_job(
+        self, request_hash: str, image_index: int, request: dict[str, Any], rule: str | None
+    ) -> None:
         now = self._clock()
         blob = json.dumps(self._paths.encode_request(request), sort_keys=True)
         self._run(
@@ -320,9 +333,17 @@ class LedgerBase:
         a restart would take as already handled). Every statement is an upsert or an insert
         that skips existing rows, so running it again after a lost connection is harmless.
         """
+
         def work() -> None:
-            self._put_source(path, rule=rule, status="active", content_sha256=content_sha256,
-                             request_hash=request_hash, image_count=image_count, error=None)
+            self._put_source(
+                path,
+                rule=rule,
+                status="active",
+                content_sha256=content_sha256,
+                request_hash=request_hash,
+                image_count=image_count,
+                error=None,
+            )
             for index in range(1, image_count + 1):
                 self._insert_job(request_hash, index, request, rule)
 
@@ -333,8 +354,10 @@ class LedgerBase:
         return self._job(next(iter(self._rows("SELECT * FROM jobs WHERE id = ?", [job_id]))))
 
     def find_job(self, request_hash: str, image_index: int) -> Job | None:
-        rows = self._rows("SELECT * FROM jobs WHERE request_hash = ? AND image_index = ?",
-                          [request_hash, image_index])
+        rows = self._rows(
+            "SELECT * FROM jobs WHERE request_hash = ? AND image_index = ?",
+            [request_hash, image_index],
+        )
         return self._job(rows[0]) if rows else None
 
     def jobs(self, *states: JobState, free_for: str | None = None) -> list[Job]:
@@ -345,8 +368,10 @@ class LedgerBase:
         """
         sql, params = "SELECT jobs.* FROM jobs", []
         if free_for is not None:
-            sql += (" LEFT JOIN leases ON leases.job_id = jobs.id"
-                    f" AND leases.expires > {self._NOW} AND leases.host <> ?")
+            sql += (
+                " LEFT JOIN leases ON leases.job_id = jobs.id"
+                f" AND leases.expires > {self._NOW} AND leases.host <> ?"
+            )
             params.append(free_for)
         where = []
         if states:
@@ -359,8 +384,9 @@ class LedgerBase:
         return [self._job(r) for r in self._rows(sql + " ORDER BY jobs.id", params)]
 
     def jobs_for_request(self, request_hash: str) -> list[Job]:
-        rows = self._rows("SELECT * FROM jobs WHERE request_hash = ? ORDER BY image_index",
-                          [request_hash])
+        rows = self._rows(
+            "SELECT * FROM jobs WHERE request_hash = ? ORDER BY image_index", [request_hash]
+        )
         return [self._job(r) for r in rows]
 
     def transition(
@@ -407,8 +433,7 @@ class LedgerBase:
                 if self.spent_since(budget.since, budget.rule) >= budget.limit:
                     raise BudgetSpent(f"the budget of rule {budget.rule!r} is spent")
             if holder is not None:
-                held = self._rows(f"SELECT host FROM leases WHERE job_id = ?{self._LOCK}",
-                                  [job_id])
+                held = self._rows(f"SELECT host FROM leases WHERE job_id = ?{self._LOCK}", [job_id])
                 if not held or held[0]["host"] != holder:
                     raise LeaseLost(f"job {job_id} is no longer claimed by {holder}")
             changed = self._run(
@@ -426,9 +451,13 @@ class LedgerBase:
                 self._run("DELETE FROM leases WHERE job_id = ?", [job_id])
 
         def committed() -> bool:
-            return bool(self._rows(
-                "SELECT 1 FROM job_events WHERE job_id = ? AND at = ? AND from_state = ?"
-                " AND to_state = ?", [job_id, now, str(src), str(dst)]))
+            return bool(
+                self._rows(
+                    "SELECT 1 FROM job_events WHERE job_id = ? AND at = ? AND from_state = ?"
+                    " AND to_state = ?",
+                    [job_id, now, str(src), str(dst)],
+                )
+            )
 
         self._atomic(work, committed)
         return self.get_job(job_id)
@@ -463,8 +492,11 @@ class LedgerBase:
         others = self._claimed_by_others(host) if host is not None else set()
         counts = {}
         for src, dst, why in (
-            (JobState.SUBMITTING, JobState.AMBIGUOUS,
-             "stopped after the request was sent and before its answer was recorded"),
+            (
+                JobState.SUBMITTING,
+                JobState.AMBIGUOUS,
+                "stopped after the request was sent and before its answer was recorded",
+            ),
             (JobState.UPLOADING, JobState.PENDING, "upload interrupted; will upload again"),
             (JobState.DOWNLOADING, JobState.RUNNING, "download interrupted; will fetch again"),
         ):
@@ -490,8 +522,10 @@ class LedgerBase:
 
     def submissions_since(self, since: float, rule: str | None = None) -> int:
         """Paid POSTs whose intent was committed at or after `since` (for daily budgets)."""
-        sql = ("SELECT COUNT(*) AS n FROM job_events"
-               " WHERE to_state = ? AND from_state <> to_state AND at >= ?")
+        sql = (
+            "SELECT COUNT(*) AS n FROM job_events"
+            " WHERE to_state = ? AND from_state <> to_state AND at >= ?"
+        )
         params: list[Any] = [str(JobState.SUBMITTING), since]
         if rule is not None:
             sql += " AND job_id IN (SELECT id FROM jobs WHERE rule = ?)"
@@ -505,18 +539,20 @@ class LedgerBase:
         SUBMITTING for PENDING (rate limited, an outage answer, a refused key) or for FAILED
         (the request was refused). Kept in the ledger, so a restart forgets no such refund.
         """
-        sub, pending, failed = (str(st) for st in (JobState.SUBMITTING, JobState.PENDING,
-                                                   JobState.FAILED))
+        sub, pending, failed = (
+            str(st) for st in (JobState.SUBMITTING, JobState.PENDING, JobState.FAILED)
+        )
         of_rule = " AND {e}job_id IN (SELECT id FROM jobs WHERE rule = ?)" if rule else ""
         sql = (
             "SELECT"
             " (SELECT COUNT(*) FROM job_events"
-            "   WHERE to_state = ? AND from_state <> to_state AND at >= ?" + of_rule.format(e="")
+            "   WHERE to_state = ? AND from_state <> to_state AND at >= ?"
+            + of_rule.format(e="")
             + ") -"
             " (SELECT COUNT(*) FROM job_events e"
             "   WHERE e.from_state = ? AND e.to_state IN (?, ?) AND e.at >= ?"
-            + of_rule.format(e="e.") +
-            "   AND EXISTS (SELECT 1 FROM job_events i WHERE i.job_id = e.job_id"
+            + of_rule.format(e="e.")
+            + "   AND EXISTS (SELECT 1 FROM job_events i WHERE i.job_id = e.job_id"
             "     AND i.to_state = ? AND i.from_state <> i.to_state AND i.at >= ?"
             "     AND i.id < e.id)) AS n"
         )
@@ -530,8 +566,10 @@ class LedgerBase:
 
     def done_since(self, since: float, rule: str | None = None) -> int:
         """Jobs that reached DONE at or after `since` (images delivered, for status lines)."""
-        sql = ("SELECT COUNT(DISTINCT job_id) AS n FROM job_events"
-               " WHERE to_state = ? AND from_state <> to_state AND at >= ?")
+        sql = (
+            "SELECT COUNT(DISTINCT job_id) AS n FROM job_events"
+            " WHERE to_state = ? AND from_state <> to_state AND at >= ?"
+        )
         params: list[Any] = [str(JobState.DONE), since]
         if rule is not None:
             sql += " AND job_id IN (SELECT id FROM jobs WHERE rule = ?)"
@@ -547,21 +585,25 @@ class LedgerBase:
         may claim again what it already holds (that renews it); a claim whose time ran out
         may be taken by anyone.
         """
-        return self._run(
-            f"INSERT INTO leases (job_id, host, expires, claimed_at) VALUES (?, ?, {self._NOW} + ?,"
-            f" {self._NOW}) ON CONFLICT (job_id) DO UPDATE SET host = excluded.host,"
-            " expires = excluded.expires, claimed_at = excluded.claimed_at"
-            " WHERE leases.host = excluded.host OR leases.expires <= excluded.claimed_at",
-            [job_id, host, float(ttl)],
-        ) == 1
+        return (
+            self._run(
+                "INSERT INTO leases (job_id, host, expires, claimed_at)"
+                f" VALUES (?, ?, {self._NOW} + ?, {self._NOW}) ON CONFLICT (job_id) DO UPDATE SET host = excluded.host,"
+                " expires = excluded.expires, claimed_at = excluded.claimed_at"
+                " WHERE leases.host = excluded.host OR leases.expires <= excluded.claimed_at",
+                [job_id, host, float(ttl)],
+            )
+            == 1
+        )
 
     def renew(self, host: str, ttl: float) -> int:
         """Extend every claim `host` still holds to `ttl` seconds from now; return how many.
 
         A claim another host took over is no longer ours and is not touched.
         """
-        return self._run(f"UPDATE leases SET expires = {self._NOW} + ? WHERE host = ?",
-                         [float(ttl), host])
+        return self._run(
+            f"UPDATE leases SET expires = {self._NOW} + ? WHERE host = ?", [float(ttl), host]
+        )
 
     def release(self, job_id: int, host: str) -> bool:
         """Give up `host`'s claim on the job (no-op when it is not ours); True if released."""
@@ -573,8 +615,9 @@ class LedgerBase:
 
     def holder(self, job_id: int) -> str | None:
         """The host whose claim on the job is still running, if any."""
-        rows = self._rows(f"SELECT host FROM leases WHERE job_id = ? AND expires > {self._NOW}",
-                          [job_id])
+        rows = self._rows(
+            f"SELECT host FROM leases WHERE job_id = ? AND expires > {self._NOW}", [job_id]
+        )
         return str(rows[0]["host"]) if rows else None
 
     def expired_claims(self) -> list[Job]:
@@ -608,16 +651,30 @@ class LedgerBase:
             try:
                 if job.state is JobState.SUBMITTING:
                     why = "the host that sent this request stopped before its answer was recorded"
-                    job = self.transition(job.id, job.state, JobState.AMBIGUOUS, holder=host,
-                                          detail=f"taken over: {why}", error=why)
+                    job = self.transition(
+                        job.id,
+                        job.state,
+                        JobState.AMBIGUOUS,
+                        holder=host,
+                        detail=f"taken over: {why}",
+                        error=why,
+                    )
                 elif job.state is JobState.UPLOADING:
-                    job = self.transition(job.id, job.state, JobState.PENDING, holder=host,
-                                          detail="taken over: upload interrupted; will upload "
-                                                 "again")
+                    job = self.transition(
+                        job.id,
+                        job.state,
+                        JobState.PENDING,
+                        holder=host,
+                        detail="taken over: upload interrupted; will upload again",
+                    )
                 elif job.state is JobState.DOWNLOADING:
-                    job = self.transition(job.id, job.state, JobState.RUNNING, holder=host,
-                                          detail="taken over: download interrupted; will fetch "
-                                                 "again")
+                    job = self.transition(
+                        job.id,
+                        job.state,
+                        JobState.RUNNING,
+                        holder=host,
+                        detail="taken over: download interrupted; will fetch again",
+                    )
                 else:
                     self.note_event(job.id, f"taken over by {host}")
             except StaleTransition:
@@ -627,16 +684,21 @@ class LedgerBase:
 
     def _claimed_by_others(self, host: str) -> set[int]:
         rows = self._rows(
-            f"SELECT job_id FROM leases WHERE host <> ? AND expires > {self._NOW}", [host])
+            f"SELECT job_id FROM leases WHERE host <> ? AND expires > {self._NOW}", [host]
+        )
         return {int(r["job_id"]) for r in rows}
 
     # Sources (prompt files) ---------------------------------------------------------------
 
     def _source(self, r: Mapping[str, Any]) -> Source:
         return Source(
-            path=self._paths.decode(r["path"]), rule=r["rule"], status=r["status"],
-            content_sha256=r["content_sha256"], request_hash=r["request_hash"],
-            image_count=r["image_count"], error=r["error"],
+            path=self._paths.decode(r["path"]),
+            rule=r["rule"],
+            status=r["status"],
+            content_sha256=r["content_sha256"],
+            request_hash=r["request_hash"],
+            image_count=r["image_count"],
+            error=r["error"],
         )
 
     def get_source(self, path: Path | str) -> Source | None:
@@ -655,12 +717,27 @@ class LedgerBase:
         error: str | None = None,
     ) -> None:
         """Record what the prompt file at `path` is now (insert or replace)."""
-        self._put_source(path, rule=rule, status=status, content_sha256=content_sha256,
-                         request_hash=request_hash, image_count=image_count, error=error)
+        self._put_source(
+            path,
+            rule=rule,
+            status=status,
+            content_sha256=content_sha256,
+            request_hash=request_hash,
+            image_count=image_count,
+            error=error,
+        )
 
-    def _put_source(self, path: Path | str, *, rule: str | None, status: str,
-                    content_sha256: str | None, request_hash: str | None,
-                    image_count: int | None, error: str | None) -> None:
+    def _put_source(
+        self,
+        path: Path | str,
+        *,
+        rule: str | None,
+        status: str,
+        content_sha256: str | None,
+        request_hash: str | None,
+        image_count: int | None,
+        error: str | None,
+    ) -> None:
         self._run(
             "INSERT INTO sources (path, rule, status, content_sha256, request_hash, image_count,"
             " error, updated_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(path) DO UPDATE SET"
@@ -668,8 +745,16 @@ class LedgerBase:
             " content_sha256=excluded.content_sha256, request_hash=excluded.request_hash,"
             " image_count=excluded.image_count, error=excluded.error,"
             " updated_at=excluded.updated_at",
-            [self._paths.encode(path), rule, status, content_sha256, request_hash, image_count,
-             error, self._clock()],
+            [
+                self._paths.encode(path),
+                rule,
+                status,
+                content_sha256,
+                request_hash,
+                image_count,
+                error,
+                self._clock(),
+            ],
         )
 
     def is_settled(self, path: Path | str, content_sha256: str) -> bool:
@@ -719,10 +804,14 @@ class LedgerBase:
 
     def _output(self, r: Mapping[str, Any]) -> Output:
         return Output(
-            id=r["id"], path=self._paths.decode(r["path"]), job_id=r["job_id"],
+            id=r["id"],
+            path=self._paths.decode(r["path"]),
+            job_id=r["job_id"],
             generation=r["generation"] or 0,
             source_path=None if r["source_path"] is None else self._paths.decode(r["source_path"]),
-            sha256=r["sha256"], format=r["format"], superseded=bool(r["superseded"]),
+            sha256=r["sha256"],
+            format=r["format"],
+            superseded=bool(r["superseded"]),
         )
 
     def record_output(
@@ -741,9 +830,15 @@ class LedgerBase:
             " job_id=excluded.job_id, generation=excluded.generation,"
             " source_path=excluded.source_path, sha256=excluded.sha256, format=excluded.format,"
             " written_at=excluded.written_at, superseded=0",
-            [self._paths.encode(path), job.id, job.generation,
-             None if source_path is None else self._paths.encode(source_path),
-             sha256, fmt, self._clock()],
+            [
+                self._paths.encode(path),
+                job.id,
+                job.generation,
+                None if source_path is None else self._paths.encode(source_path),
+                sha256,
+                fmt,
+                self._clock(),
+            ],
         )
 
     def output_at(self, path: Path | str) -> Output | None:
@@ -758,12 +853,14 @@ class LedgerBase:
         def work() -> None:
             # A stale record of a file the user deleted must not block the name.
             self._run("DELETE FROM outputs WHERE path = ?", [new_key])
-            self._run("UPDATE outputs SET path = ?, superseded = 1 WHERE path = ?",
-                      [new_key, old_key])
+            self._run(
+                "UPDATE outputs SET path = ?, superseded = 1 WHERE path = ?", [new_key, old_key]
+            )
 
         def committed() -> bool:
             return not self._rows("SELECT 1 FROM outputs WHERE path = ?", [old_key]) and bool(
-                self._rows("SELECT 1 FROM outputs WHERE path = ? AND superseded = 1", [new_key]))
+                self._rows("SELECT 1 FROM outputs WHERE path = ? AND superseded = 1", [new_key])
+            )
 
         self._atomic(work, committed)
 
@@ -780,8 +877,10 @@ class LedgerBase:
         return self._output(rows[0]) if rows else None
 
     def outputs_for_source(self, source_path: Path | str) -> list[Output]:
-        rows = self._rows("SELECT * FROM outputs WHERE source_path = ? ORDER BY id",
-                          [self._paths.encode(source_path)])
+        rows = self._rows(
+            "SELECT * FROM outputs WHERE source_path = ? ORDER BY id",
+            [self._paths.encode(source_path)],
+        )
         return [self._output(r) for r in rows]
 
     # Uploads --------------------------------------------------------------------------------

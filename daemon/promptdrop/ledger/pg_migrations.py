@@ -124,8 +124,9 @@ def migrate(conn: Any, log: Callable[[str], None] | None = None) -> list[str]:
     for name, statements in MIGRATIONS:
         with conn.transaction():
             # Per schema, so separate ledgers in one database do not wait for each other.
-            conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
-                         [_LOCK_KEY])
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", [_LOCK_KEY]
+            )
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY,"
                 " applied_at DOUBLE PRECISION)"
@@ -135,8 +136,9 @@ def migrate(conn: Any, log: Callable[[str], None] | None = None) -> list[str]:
                 continue
             for sql in statements:
                 conn.execute(sql)
-            conn.execute("INSERT INTO migrations (name, applied_at) VALUES (%s, %s)",
-                         [name, time.time()])
+            conn.execute(
+                "INSERT INTO migrations (name, applied_at) VALUES (%s, %s)", [name, time.time()]
+            )
         applied.append(name)
         if log is not None:
             log(name)

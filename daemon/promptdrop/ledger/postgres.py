@@ -53,8 +53,7 @@ def redact(url: str) -> str:
     except ValueError:
         return "postgresql://(unreadable URL)"
     host = parts.hostname or "localhost"
-    netloc = (f"{parts.username}@" if parts.username else "") + host + (
-        f":{port}" if port else "")
+    netloc = (f"{parts.username}@" if parts.username else "") + host + (f":{port}" if port else "")
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
@@ -100,9 +99,15 @@ class PostgresLedger(LedgerBase):
         # Keepalives: a server that vanished without closing the socket is noticed in
         # about 20 s instead of hanging a call for the kernel's default two hours.
         return psycopg.connect(
-            self.url, autocommit=True, row_factory=dict_row,
-            connect_timeout=self._connect_timeout, application_name="promptdrop",
-            keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=2,
+            self.url,
+            autocommit=True,
+            row_factory=dict_row,
+            connect_timeout=self._connect_timeout,
+            application_name="promptdrop",
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=2,
         )
 
     def close(self) -> None:
@@ -126,8 +131,10 @@ class PostgresLedger(LedgerBase):
         def work() -> None:
             self._run("DELETE FROM hosts WHERE host = ?", [host])
             for rule, root in roots.items():
-                self._run("INSERT INTO hosts (host, rule, root, seen_at) VALUES (?,?,?,?)",
-                          [host, rule, str(root), now])
+                self._run(
+                    "INSERT INTO hosts (host, rule, root, seen_at) VALUES (?,?,?,?)",
+                    [host, rule, str(root), now],
+                )
 
         self._atomic(work)
 
@@ -169,11 +176,13 @@ class PostgresLedger(LedgerBase):
 
     def _lock_budget(self, rule: str) -> None:
         # Held until the transaction ends: every host's budgeted intents of one rule queue here.
-        self._rows("SELECT pg_advisory_xact_lock(hashtext(?)) AS locked",
-                   [f"promptdrop-budget:{rule}"])
+        self._rows(
+            "SELECT pg_advisory_xact_lock(hashtext(?)) AS locked", [f"promptdrop-budget:{rule}"]
+        )
 
-    def _atomic(self, work: Callable[[], None], committed: Callable[[], bool] | None = None
-                ) -> None:
+    def _atomic(
+        self, work: Callable[[], None], committed: Callable[[], bool] | None = None
+    ) -> None:
         tries = 0
 
         def once() -> None:
@@ -202,15 +211,19 @@ class PostgresLedger(LedgerBase):
                     raise  # a real error in the statement, not the connection's
                 if deadline is None:
                     deadline = time.monotonic() + self.reconnect_timeout
-                    log.warning("lost the connection to the shared ledger; waiting for it",
-                                ledger=self.location, error=_reason(exc, self.url),
-                                gives_up_after=self.reconnect_timeout)
+                    log.warning(
+                        "lost the connection to the shared ledger; waiting for it",
+                        ledger=self.location,
+                        error=_reason(exc, self.url),
+                        gives_up_after=self.reconnect_timeout,
+                    )
                 if lost:
                     self._reconnect(deadline, exc)
                 elif time.monotonic() > deadline:
                     raise LedgerUnavailable(
                         f"the shared ledger at {self.location} kept refusing a transaction for "
-                        f"{self.reconnect_timeout:.0f} s ({_reason(exc, self.url)})") from None
+                        f"{self.reconnect_timeout:.0f} s ({_reason(exc, self.url)})"
+                    ) from None
                     log.info("connection to the shared ledger is back", ledger=self.location)
 
     def _reconnect(self, deadline: float, first: BaseException) -> None:
@@ -247,4 +260,3 @@ def _reason(exc: BaseException, url: str) -> str:
     for form in {secret, urllib.parse.unquote(secret or "")} - {None, ""}:
         text = text.replace(str(form), "***")
     return text
-

@@ -32,7 +32,13 @@ from promptdrop.ledger.migrations import migrate
 LEDGER_NAME = "ledger.sqlite3"
 
 __all__ = [
-    "LEDGER_NAME", "Job", "Ledger", "Output", "Recovery", "Source", "StaleTransition",
+    "LEDGER_NAME",
+    "Job",
+    "Ledger",
+    "Output",
+    "Recovery",
+    "Source",
+    "StaleTransition",
     "default_state_dir",
 ]
 
@@ -45,8 +51,10 @@ def disk_full(exc: BaseException) -> bool:
 
     SQLite has already rolled the failed transaction back, so the same write can simply be
     tried again once there is room."""
-    return (isinstance(exc, sqlite3.OperationalError)
-            and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL)
+    return (
+        isinstance(exc, sqlite3.OperationalError)
+        and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    )
 
 
 class Ledger(LedgerBase):
@@ -91,8 +99,9 @@ class Ledger(LedgerBase):
     def _run(self, sql: str, params: Sequence[Any] = ()) -> int:
         return int(self.db.execute(sql, list(params)).rowcount)
 
-    def _atomic(self, work: Callable[[], None], committed: Callable[[], bool] | None = None
-                ) -> None:
+    def _atomic(
+        self, work: Callable[[], None], committed: Callable[[], bool] | None = None
+    ) -> None:
         # IMMEDIATE takes the write lock up front, so a concurrent `promptdrop retry` waits on
         # busy_timeout instead of failing half-way through a read-then-write. A local file
         # cannot lose its connection mid-commit, so `committed` is never needed here.

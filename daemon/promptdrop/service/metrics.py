@@ -34,8 +34,21 @@ log = structlog.get_logger("promptdrop.metrics")
 
 # Seconds from submit to image written: the API takes seconds to minutes; retries and outages
 # can stretch it to hours.
-LATENCY_BUCKETS = (5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
-                   float("inf"))
+LATENCY_BUCKETS = (
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    45.0,
+    60.0,
+    90.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+    float("inf"),
+)
 SCRAPE_WAIT = 5.0  # seconds a scrape waits for a busy engine before showing the last values
 
 
@@ -54,19 +67,30 @@ class Metrics:
     def __init__(self, engine: Engine) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.submissions = Counter(
-            "promptdrop_submissions", "Paid generation requests sent (intents committed), by rule.",
-            ["rule"], registry=self.registry)
+            "promptdrop_submissions",
+            "Paid generation requests sent (intents committed), by rule.",
+            ["rule"],
+            registry=self.registry,
+        )
         self.answers = Counter(
             "promptdrop_api_answers",
-            "Answers of the ToAPIs API by endpoint and HTTP status; status=\"error\" when no "
+            'Answers of the ToAPIs API by endpoint and HTTP status; status="error" when no '
             "answer came (refused connection, reset, timeout).",
-            ["endpoint", "status"], registry=self.registry)
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
         self.retries = Counter(
-            "promptdrop_api_retries", "Requests to the API tried again, by endpoint.",
-            ["endpoint"], registry=self.registry)
+            "promptdrop_api_retries",
+            "Requests to the API tried again, by endpoint.",
+            ["endpoint"],
+            registry=self.registry,
+        )
         self.task_seconds = Histogram(
-            "promptdrop_task_seconds", "Seconds from submitting a task to its image written.",
-            buckets=LATENCY_BUCKETS, registry=self.registry)
+            "promptdrop_task_seconds",
+            "Seconds from submitting a task to its image written.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self._engine = engine
         self._loop: asyncio.AbstractEventLoop | None = None
         self._owner = threading.get_ident()
@@ -109,8 +133,7 @@ class Metrics:
         future = asyncio.run_coroutine_threadsafe(self._read_async(), loop)
         try:
             self._last = future.result(timeout=SCRAPE_WAIT)
-        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError,
-                RuntimeError):
+        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError, RuntimeError):
             future.cancel()
         except Exception:
             log.exception("metrics: reading the ledger failed; showing the last values")
@@ -126,8 +149,9 @@ class Metrics:
             if rule.daily_budget is not None:
                 left = engine.budget_left(name)
                 budgets[name] = rule.daily_budget if left is None else left
-        return Snapshot(jobs=engine.ledger.state_counts(), budget_left=budgets,
-                        paused=engine.pause is not None)
+        return Snapshot(
+            jobs=engine.ledger.state_counts(), budget_left=budgets, paused=engine.pause is not None
+        )
 
 
 class _EngineCollector(Collector):
@@ -145,21 +169,24 @@ class _EngineCollector(Collector):
 
     @staticmethod
     def _families(snap: Snapshot) -> Iterator[Metric]:
-        jobs = GaugeMetricFamily("promptdrop_jobs", "Jobs in the ledger by state.",
-                                 labels=["state"])
+        jobs = GaugeMetricFamily(
+            "promptdrop_jobs", "Jobs in the ledger by state.", labels=["state"]
+        )
         for state in JobState:
             jobs.add_metric([str(state)], snap.jobs.get(str(state), 0))
         yield jobs
         left = GaugeMetricFamily(
             "promptdrop_budget_left",
             "Submissions the rule's daily budget still allows today (rules with a budget only).",
-            labels=["rule"])
+            labels=["rule"],
+        )
         for name, n in sorted(snap.budget_left.items()):
             left.add_metric([name], n)
         yield left
         paused = GaugeMetricFamily(
             "promptdrop_submissions_paused",
-            "1 while submissions are paused (the API refused the key or the quota is empty).")
+            "1 while submissions are paused (the API refused the key or the quota is empty).",
+        )
         paused.add_metric([], 1 if snap.paused else 0)
         yield paused
 
@@ -202,8 +229,11 @@ def start_metrics(address: tuple[str, int], engine: Engine) -> MetricsServer:
     try:
         httpd, thread = start_http_server(port, addr=host, registry=engine.metrics.registry)
     except OSError as exc:
-        raise OSError(exc.errno, f"cannot show metrics at {format_address(address)}: "
-                                 f"{exc.strerror or exc}; choose another address or port") from None
+        raise OSError(
+            exc.errno,
+            f"cannot show metrics at {format_address(address)}: "
+            f"{exc.strerror or exc}; choose another address or port",
+        ) from None
     server = MetricsServer(httpd, thread)
     log.info("metrics served", url=f"http://{format_address(server.address)}/metrics")
     return server
@@ -224,22 +254,26 @@ def parse_address(text: str) -> tuple[str, int]:
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            raise ValueError(f"{host!r} in the metrics address {text!r} is not an IPv6 "
-                             f"address: {example}") from None
+            raise ValueError(
+                f"{host!r} in the metrics address {text!r} is not an IPv6 address: {example}"
+            ) from None
     else:
         host, sep, port_text = raw.rpartition(":")
         if not sep:
             hint = f' (did you mean ":{raw}"?)' if raw.isdigit() else ""
             raise ValueError(f"the metrics address {text!r} has no port{hint}: {example}")
         if ":" in host:
-            raise ValueError(f"put an IPv6 address in brackets in the metrics address "
-                             f"{text!r}, like \"[::1]:9464\"")
+            raise ValueError(
+                f"put an IPv6 address in brackets in the metrics address "
+                f'{text!r}, like "[::1]:9464"'
+            )
         host = host or "127.0.0.1"
         if any(ch.isspace() for ch in host) or "/" in host:
             raise ValueError(f"{host!r} in the metrics address {text!r} is not a host: {example}")
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"the port in the metrics address {text!r} must be a number from 1 "
-                         f"to 65535: {example}")
+        raise ValueError(
+            f"the port in the metrics address {text!r} must be a number from 1 to 65535: {example}"
+        )
     return host, int(port_text)
 
 

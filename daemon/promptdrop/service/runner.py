@@ -109,9 +109,15 @@ def state_lock(state_dir: Path) -> Iterator[None]:
 
 def _roots(rules: list[RuleConfig]) -> list[WatchRoot]:
     return [
-        WatchRoot(name=r.name, path=Path(r.path), recursive=r.recursive, poll=r.poll,
-                  poll_interval=r.poll_interval, settle=r.settle,
-                  reconcile_interval=r.reconcile_interval)
+        WatchRoot(
+            name=r.name,
+            path=Path(r.path),
+            recursive=r.recursive,
+            poll=r.poll,
+            poll_interval=r.poll_interval,
+            settle=r.settle,
+            reconcile_interval=r.reconcile_interval,
+        )
         for r in rules
     ]
 
@@ -141,8 +147,9 @@ async def run(opts: WatchOptions) -> int:
     with state_lock(opts.state_dir):
         notifier.status("Starting: opening the ledger")
         try:
-            ledger = open_ledger(opts.ledger, opts.state_dir,
-                                 roots={r.name: Path(r.path) for r in opts.rules.rules})
+            ledger = open_ledger(
+                opts.ledger, opts.state_dir, roots={r.name: Path(r.path) for r in opts.rules.rules}
+            )
         except (LedgerUrlError, LedgerUnavailable) as exc:
             notifier.close()
             raise ConfigError(str(exc)) from None
@@ -155,9 +162,13 @@ async def run(opts: WatchOptions) -> int:
             if removed:
                 log.info("removed temporary files left by an earlier stop", count=removed)
             api = opts.rules.api
-            async with ToApisClient(opts.api_key, opts.base_url, account_group=api.account_group,
-                                    rate_limits=rate_limits(api),
-                                    timeout=api.timeout) as client:
+            async with ToApisClient(
+                opts.api_key,
+                opts.base_url,
+                account_group=api.account_group,
+                rate_limits=rate_limits(api),
+                timeout=api.timeout,
+            ) as client:
                 engine = Engine(ledger, client, opts.rules.rules, engine_options(opts))
                 engine.host = host
                 metrics = None
@@ -243,8 +254,7 @@ async def _once(engine: Engine, opts: WatchOptions) -> int:
     stopped = asyncio.ensure_future(stop.wait())
     try:
         while not waiter.done():
-            await asyncio.wait({waiter, stopped}, timeout=1.0,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({waiter, stopped}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
             progress.update()
             if stop.is_set():
                 log.info("stopping on signal; running tasks resume on the next start")
@@ -258,8 +268,10 @@ async def _once(engine: Engine, opts: WatchOptions) -> int:
     await engine.drain()
     waiting = _waiting_sources(engine, sources)
     if waiting:
-        log.info("files wait for the next day's budget; run again tomorrow, or keep the daemon "
-                 "running", files=waiting)
+        log.info(
+            "files wait for the next day's budget; run again tomorrow, or keep the daemon running",
+            files=waiting,
+        )
     return 0 if _all_done(engine, sources) else 1
 
 
@@ -273,8 +285,11 @@ def _jobs_of(engine: Engine, path: Path) -> tuple[str, list[JobState]]:
         return "unknown", []
     if src.status != "active" or not src.request_hash:
         return src.status, []
-    states = [j.state for j in engine.ledger.jobs_for_request(src.request_hash)
-              if j.image_index <= (src.image_count or 1)]
+    states = [
+        j.state
+        for j in engine.ledger.jobs_for_request(src.request_hash)
+        if j.image_index <= (src.image_count or 1)
+    ]
     return src.status, states
 
 
@@ -327,8 +342,9 @@ class _Progress:
 
 
 def _new_watcher(rules: list[RuleConfig]) -> Watcher:
-    return Watcher(_roots(rules),
-                   on_warning=lambda message: log.warning("watcher", message=message))
+    return Watcher(
+        _roots(rules), on_warning=lambda message: log.warning("watcher", message=message)
+    )
 
 
 def _start_of_today() -> float:
@@ -341,12 +357,15 @@ def status_line(engine: Engine, roots: int) -> str:
     """The one-line summary systemd shows: roots watched, tasks running, images done today,
     jobs held by a spent daily budget, and a pause if submissions are paused."""
     counts = engine.ledger.state_counts()
-    running = sum(counts.get(str(s), 0)
-                  for s in (JobState.SUBMITTING, JobState.RUNNING, JobState.DOWNLOADING))
+    running = sum(
+        counts.get(str(s), 0) for s in (JobState.SUBMITTING, JobState.RUNNING, JobState.DOWNLOADING)
+    )
     done = engine.ledger.done_since(_start_of_today())
-    text = (f"Watching {roots} folder{'s' if roots != 1 else ''}; "
-            f"{running} task{'s' if running != 1 else ''} running; "
-            f"{done} image{'s' if done != 1 else ''} done today")
+    text = (
+        f"Watching {roots} folder{'s' if roots != 1 else ''}; "
+        f"{running} task{'s' if running != 1 else ''} running; "
+        f"{done} image{'s' if done != 1 else ''} done today"
+    )
     waiting = counts.get(str(JobState.WAITING), 0)
     if waiting:
         text += f"; {waiting} waiting for the daily budget"
@@ -364,13 +383,16 @@ def _load_new_rules(opts: WatchOptions) -> RulesFile | None:
         log.error("the rules file has errors; keeping the rules in use", problems=str(exc))
         return None
     except OSError as exc:
-        log.error("cannot read the rules file; keeping the rules in use",
-                  error=exc.strerror or str(exc))
+        log.error(
+            "cannot read the rules file; keeping the rules in use", error=exc.strerror or str(exc)
+        )
         return None
     missing = [str(r.path) for r in rules.rules if not Path(r.path).is_dir()]
     if missing:
-        log.error("a watched folder in the new rules does not exist; keeping the rules in use",
-                  folders=missing)
+        log.error(
+            "a watched folder in the new rules does not exist; keeping the rules in use",
+            folders=missing,
+        )
         return None
     return rules
 
@@ -439,8 +461,10 @@ async def _daemon(engine: Engine, opts: WatchOptions, notifier: Notifier | None 
                 # leaves that event queued for the next turn.)
                 owe_ready = False
                 notifier.ready(status_line(engine, len(rules.rules)))
-                log.info("ready: every watched folder's first scan is handed over",
-                         roots=len(rules.rules))
+                log.info(
+                    "ready: every watched folder's first scan is handed over",
+                    roots=len(rules.rules),
+                )
                 next_status = time.monotonic() + STATUS_INTERVAL
                 if _STALL_AFTER is not None and stall_at is None:
                     stall_at = time.monotonic() + _STALL_AFTER
@@ -460,6 +484,7 @@ async def _daemon(engine: Engine, opts: WatchOptions, notifier: Notifier | None 
         await watcher.stop()
     return 0
 
+
 async def _dispatch(engine: Engine, rules: dict[str, RuleConfig], event: FileEvent) -> None:
     rule = rules.get(event.root.name)
     if rule is None:
@@ -474,17 +499,21 @@ async def _dispatch(engine: Engine, rules: dict[str, RuleConfig], event: FileEve
             elif event.kind == "conflict":
                 engine.handle_conflict(event.path, rule)
             else:
-                log.warning("watched folder " + event.kind.replace("_", " "),
-                            root=str(event.path))
+                log.warning("watched folder " + event.kind.replace("_", " "), root=str(event.path))
             return
         except Exception as exc:
             if not disk_full(exc):
-                log.exception("could not handle a file event", source=str(event.path),
-                              kind=event.kind)
+                log.exception(
+                    "could not handle a file event", source=str(event.path), kind=event.kind
+                )
                 return
             # The event is not dropped: the file is taken up once the ledger can be written.
-            log.error("the disk holding the ledger is full; the file waits", retry_in=wait,
-                      source=str(event.path), fix="free space on the disk of the state folder")
+            log.error(
+                "the disk holding the ledger is full; the file waits",
+                retry_in=wait,
+                source=str(event.path),
+                fix="free space on the disk of the state folder",
+            )
             await asyncio.sleep(wait)
             wait = min(wait * 2, 10.0)
 

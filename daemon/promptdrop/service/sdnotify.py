@@ -38,8 +38,9 @@ def socket_address(value: str) -> str | bytes | None:
     return None
 
 
-def watchdog_interval(environ: Mapping[str, str] | None = None,
-                      pid: int | None = None) -> float | None:
+def watchdog_interval(
+    environ: Mapping[str, str] | None = None, pid: int | None = None
+) -> float | None:
     """Seconds between two WATCHDOG=1 pings (half of $WATCHDOG_USEC), or None when systemd
     expects none from this process (unset, invalid, zero, or $WATCHDOG_PID names another)."""
     env = os.environ if environ is None else environ
@@ -88,7 +89,8 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(
-                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+                )
             self._sock.sendto(payload, self.address)
         except OSError as exc:
             if not self._warned:

@@ -96,8 +96,14 @@ def _by_position(p: Problem) -> tuple[bool, int, int]:
     return (p.line is None, p.line or 0, p.col or 0)
 
 
-def _fail(path: Path, message: str, line: int | None = None, col: int | None = None,
-          *, not_ready: bool = False) -> SpecError:
+def _fail(
+    path: Path,
+    message: str,
+    line: int | None = None,
+    col: int | None = None,
+    *,
+    not_ready: bool = False,
+) -> SpecError:
     return SpecError([Problem(path, message, line, col)], not_ready=not_ready)
 
 
@@ -112,25 +118,35 @@ class PromptFile(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", title="promptdrop prompt file")
 
     prompt: str = Field(
-        min_length=1, max_length=MAX_PROMPT_CHARS,
+        min_length=1,
+        max_length=MAX_PROMPT_CHARS,
         description="What the image should show. Required, 1 to 1000 characters; a folder "
-        "'style' from .promptdrop.toml is appended after a blank line and counts too.")
+        "'style' from .promptdrop.toml is appended after a blank line and counts too.",
+    )
     size: Size | None = Field(
         default=None,
-        description="Aspect ratio: 1:1 (the default), 16:9, 9:16, 4:3, 3:4, 3:2 or 2:3.")
+        description="Aspect ratio: 1:1 (the default), 16:9, 9:16, 4:3, 3:4, 3:2 or 2:3.",
+    )
     model: Model | None = Field(
         default=None,
-        description="gemini-2.5-flash-image-preview (the default) or its alias nano-banana.")
+        description="gemini-2.5-flash-image-preview (the default) or its alias nano-banana.",
+    )
     count: int | None = Field(
-        default=None, ge=1, le=MAX_COUNT,
-        description="How many images to make, 1 to 10 (default 1); each is one paid API task.")
+        default=None,
+        ge=1,
+        le=MAX_COUNT,
+        description="How many images to make, 1 to 10 (default 1); each is one paid API task.",
+    )
     orientation: Orientation | None = Field(
-        default=None, description="Optional hint for the API: landscape or portrait.")
+        default=None, description="Optional hint for the API: landscape or portrait."
+    )
     references: list[str] | None = Field(
-        default=None, max_length=MAX_REFERENCES,
+        default=None,
+        max_length=MAX_REFERENCES,
         description="Up to 14 reference images: paths relative to this file's folder (JPEG, PNG "
         "or WebP, at most 10 MB, inside the watched folder) or http(s) web addresses. Replaces "
-        "the references of .promptdrop.toml.")
+        "the references of .promptdrop.toml.",
+    )
 
 
 class FolderDefaults(BaseModel):
@@ -139,23 +155,31 @@ class FolderDefaults(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", title="promptdrop folder defaults")
 
     size: Size | None = Field(
-        default=None, description="Default aspect ratio: 1:1, 16:9, 9:16, 4:3, 3:4, 3:2 or 2:3.")
+        default=None, description="Default aspect ratio: 1:1, 16:9, 9:16, 4:3, 3:4, 3:2 or 2:3."
+    )
     model: Model | None = Field(
         default=None,
-        description="Default model: gemini-2.5-flash-image-preview or its alias nano-banana.")
+        description="Default model: gemini-2.5-flash-image-preview or its alias nano-banana.",
+    )
     count: int | None = Field(
-        default=None, ge=1, le=MAX_COUNT, description="Default number of images, 1 to 10.")
+        default=None, ge=1, le=MAX_COUNT, description="Default number of images, 1 to 10."
+    )
     orientation: Orientation | None = Field(
-        default=None, description="Default orientation hint: landscape or portrait.")
+        default=None, description="Default orientation hint: landscape or portrait."
+    )
     style: str | None = Field(
-        default=None, max_length=MAX_PROMPT_CHARS,
+        default=None,
+        max_length=MAX_PROMPT_CHARS,
         description="Text appended (after a blank line) to every prompt in this folder and its "
         "subfolders. The prompt plus style must stay within 1000 characters. An empty text "
-        "switches off a style inherited from a folder above.")
+        "switches off a style inherited from a folder above.",
+    )
     references: list[str] | None = Field(
-        default=None, max_length=MAX_REFERENCES,
+        default=None,
+        max_length=MAX_REFERENCES,
         description="Reference images for every prompt here that lists none of its own: paths "
-        "relative to the folder of this defaults file, or http(s) web addresses. At most 14.")
+        "relative to the folder of this defaults file, or http(s) web addresses. At most 14.",
+    )
 
 
 class RuleConfig(BaseModel):
@@ -163,33 +187,63 @@ class RuleConfig(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", title="rule")
 
-    name: str = Field(min_length=1, description="A short unique name for this watched folder, "
-                      "used in logs and status.")
-    path: Path = Field(strict=False, description="The folder to watch. Relative paths are "
-                       "relative to the rules file's folder; ~ means your home folder.")
+    name: str = Field(
+        min_length=1,
+        description="A short unique name for this watched folder, used in logs and status.",
+    )
+    path: Path = Field(
+        strict=False,
+        description="The folder to watch. Relative paths are "
+        "relative to the rules file's folder; ~ means your home folder.",
+    )
     recursive: bool = Field(default=True, description="Also watch subfolders (default true).")
     poll: PollMode = Field(
-        default="auto", description="auto (poll only on network and FUSE filesystems), always "
-        "(for shares that miss change events) or never.")
-    poll_interval: float = Field(default=5.0, gt=0,
-                                 description="Seconds between scans when polling (default 5).")
-    settle: float = Field(default=1.0, ge=0, description="Seconds a file must stay unchanged "
-                          "before it is read, so half-synced files are not taken (default 1).")
-    max_in_flight: int = Field(default=4, ge=1, le=64, description="How many API tasks of this "
-                               "folder may run at once, 1 to 64 (default 4).")
-    daily_budget: int | None = Field(default=None, ge=1, description="At most this many tasks "
-                                     "(one per image) are submitted per day for this folder, "
-                                     "a day starting at local midnight; files over it wait for "
-                                     "the next day, with a note beside them. Leave out for no "
-                                     "limit.")
-    reconcile_interval: float = Field(default=600.0, ge=10, description="Seconds between full "
-                                      "rescans that catch missed events, 10 or more (default "
-                                      "600).")
-    resubmit_ambiguous: bool = Field(default=False, description="Resubmit a task whose "
-                                     "submission answer was lost (may pay twice). Default false.")
-    defaults: FolderDefaults | None = Field(default=None, description="Folder defaults for the "
-                                            "whole watched folder, below any .promptdrop.toml. "
-                                            "Its references are relative to the watched folder.")
+        default="auto",
+        description="auto (poll only on network and FUSE filesystems), always "
+        "(for shares that miss change events) or never.",
+    )
+    poll_interval: float = Field(
+        default=5.0, gt=0, description="Seconds between scans when polling (default 5)."
+    )
+    settle: float = Field(
+        default=1.0,
+        ge=0,
+        description="Seconds a file must stay unchanged "
+        "before it is read, so half-synced files are not taken (default 1).",
+    )
+    max_in_flight: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="How many API tasks of this folder may run at once, 1 to 64 (default 4).",
+    )
+    daily_budget: int | None = Field(
+        default=None,
+        ge=1,
+        description="At most this many tasks "
+        "(one per image) are submitted per day for this folder, "
+        "a day starting at local midnight; files over it wait for "
+        "the next day, with a note beside them. Leave out for no "
+        "limit.",
+    )
+    reconcile_interval: float = Field(
+        default=600.0,
+        ge=10,
+        description="Seconds between full "
+        "rescans that catch missed events, 10 or more (default "
+        "600).",
+    )
+    resubmit_ambiguous: bool = Field(
+        default=False,
+        description="Resubmit a task whose "
+        "submission answer was lost (may pay twice). Default false.",
+    )
+    defaults: FolderDefaults | None = Field(
+        default=None,
+        description="Folder defaults for the "
+        "whole watched folder, below any .promptdrop.toml. "
+        "Its references are relative to the watched folder.",
+    )
 
 
 class ApiSettings(BaseModel):
@@ -197,32 +251,57 @@ class ApiSettings(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", title="api")
 
-    base_url: str | None = Field(default=None, description="The API's address, e.g. "
-                                 "https://toapis.com (default: TOAPIS_BASE_URL or "
-                                 "https://toapis.com).")
-    account_group: AccountGroup = Field(default="default", description="Your ToAPIs account "
-                                        "group, which sets the rate limits: default, vip or svip.")
-    timeout: float = Field(default=30.0, gt=0, le=600, description="Seconds one API request "
-                           "may take before it counts as unanswered. A submission answered "
-                           "later is treated as lost: ambiguous, never resent.")
-    poll_first: float = Field(default=5.0, gt=0, le=600, description="Seconds between "
-                              "submitting an image and first asking whether it is ready "
-                              "(default 5, as the API's documentation advises). Lower it when "
-                              "your images usually take less; each ask counts against the "
-                              "query rate limit, never against what you pay. The "
-                              "--poll-interval option of promptdrop watch overrides it.")
-    poll_interval: float = Field(default=5.0, gt=0, le=600, description="Seconds between later "
-                                 "asks while an image is not ready yet (default 5; the API "
-                                 "advises 5 to 10), with a little random spread so many images "
-                                 "do not ask at once. The --poll-interval option of promptdrop "
-                                 "watch overrides it.")
-    submit_rate: float | None = Field(default=None, ge=0.1, le=1000, description="Image "
-                                      "requests per second promptdrop sends at most (and ten "
-                                      "times that in any 10 seconds). Leave out to keep to your "
-                                      "account group's documented limit. Set it only if ToAPIs "
-                                      "gave your account another limit: above the real one, the "
-                                      "API refuses requests (nothing is paid; they are sent "
-                                      "again 30 seconds later).")
+    base_url: str | None = Field(
+        default=None,
+        description="The API's address, e.g. "
+        "https://toapis.com (default: TOAPIS_BASE_URL or "
+        "https://toapis.com).",
+    )
+    account_group: AccountGroup = Field(
+        default="default",
+        description="Your ToAPIs account group, which sets the rate limits: default, vip or svip.",
+    )
+    timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Seconds one API request "
+        "may take before it counts as unanswered. A submission answered "
+        "later is treated as lost: ambiguous, never resent.",
+    )
+    poll_first: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="Seconds between "
+        "submitting an image and first asking whether it is ready "
+        "(default 5, as the API's documentation advises). Lower it when "
+        "your images usually take less; each ask counts against the "
+        "query rate limit, never against what you pay. The "
+        "--poll-interval option of promptdrop watch overrides it.",
+    )
+    poll_interval: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="Seconds between later "
+        "asks while an image is not ready yet (default 5; the API "
+        "advises 5 to 10), with a little random spread so many images "
+        "do not ask at once. The --poll-interval option of promptdrop "
+        "watch overrides it.",
+    )
+    submit_rate: float | None = Field(
+        default=None,
+        ge=0.1,
+        le=1000,
+        description="Image "
+        "requests per second promptdrop sends at most (and ten "
+        "times that in any 10 seconds). Leave out to keep to your "
+        "account group's documented limit. Set it only if ToAPIs "
+        "gave your account another limit: above the real one, the "
+        "API refuses requests (nothing is paid; they are sent "
+        "again 30 seconds later).",
+    )
 
 
 class RulesFile(BaseModel):
@@ -230,15 +309,18 @@ class RulesFile(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", title="promptdrop rules file")
 
-    api: ApiSettings = Field(default_factory=ApiSettings,
-                             description="API settings ([api] table).")
-    rules: list[RuleConfig] = Field(min_length=1, description="The watched folders, one "
-                                    "[[rules]] table each; at least one.")
-    ledger: str | None = Field(default=None, description="A PostgreSQL URL "
-                               "(postgresql://USER@HOST/DATABASE) for a ledger shared by several "
-                               "computers watching the same synced folders, so each request is "
-                               "paid once; leave out to keep the ledger on this computer. Keep "
-                               "the password out of it: use ~/.pgpass or PGPASSWORD.")
+    api: ApiSettings = Field(default_factory=ApiSettings, description="API settings ([api] table).")
+    rules: list[RuleConfig] = Field(
+        min_length=1, description="The watched folders, one [[rules]] table each; at least one."
+    )
+    ledger: str | None = Field(
+        default=None,
+        description="A PostgreSQL URL "
+        "(postgresql://USER@HOST/DATABASE) for a ledger shared by several "
+        "computers watching the same synced folders, so each request is "
+        "paid once; leave out to keep the ledger on this computer. Keep "
+        "the password out of it: use ~/.pgpass or PGPASSWORD.",
+    )
 
 
 _PROMPT_KEYS = tuple(PromptFile.model_fields)
@@ -246,8 +328,11 @@ _DEFAULTS_KEYS = tuple(FolderDefaults.model_fields)
 _RULE_KEYS = tuple(RuleConfig.model_fields)
 _API_KEYS = tuple(ApiSettings.model_fields)
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "size": SIZES, "model": MODELS, "orientation": ORIENTATIONS,
-    "poll": get_args(PollMode), "account_group": get_args(AccountGroup),
+    "size": SIZES,
+    "model": MODELS,
+    "orientation": ORIENTATIONS,
+    "poll": get_args(PollMode),
+    "account_group": get_args(AccountGroup),
 }
 _NEEDS: dict[str, str] = {
     "prompt": "text in quotes",
@@ -261,7 +346,7 @@ _NEEDS: dict[str, str] = {
     "poll_interval": "a number of seconds greater than 0 (at most 600 under [api])",
     "poll_first": "a number of seconds greater than 0 and at most 600",
     "submit_rate": "a number of requests per second from 0.1 to 1000 (leave it out for your "
-                   "account group's limit)",
+    "account group's limit)",
     "timeout": "a number of seconds greater than 0 and at most 600",
     "settle": "a number of seconds, 0 or more",
     "max_in_flight": "a whole number from 1 to 64",
@@ -295,10 +380,16 @@ class Reference:
         return f"sha256:{self.sha256}" if self.kind == "file" else f"url:{self.url}"
 
     def canonical(self) -> dict[str, Any]:
-        return {"source": self.source, "kind": self.kind, "url": self.url,
-                "path": None if self.path is None else str(self.path),
-                "sha256": self.sha256, "size": self.size, "format": self.format,
-                "key": self.key}
+        return {
+            "source": self.source,
+            "kind": self.kind,
+            "url": self.url,
+            "path": None if self.path is None else str(self.path),
+            "sha256": self.sha256,
+            "size": self.size,
+            "format": self.format,
+            "key": self.key,
+        }
 
 
 @dataclass(frozen=True)
@@ -319,17 +410,27 @@ class Request:
     @property
     def request_hash(self) -> str:
         """Hex sha256 of what the API would be asked; count is left out (one job per index)."""
-        body = {"model": self.model, "prompt": self.prompt, "size": self.size,
-                "metadata": self.metadata, "references": [r.key for r in self.references]}
+        body = {
+            "model": self.model,
+            "prompt": self.prompt,
+            "size": self.size,
+            "metadata": self.metadata,
+            "references": [r.key for r in self.references],
+        }
         blob = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     def canonical(self) -> dict[str, Any]:
         """Everything about the request, JSON-serialisable, for the ledger."""
-        return {"model": self.model, "prompt": self.prompt, "size": self.size,
-                "count": self.count, "orientation": self.orientation,
-                "metadata": self.metadata,
-                "references": [r.canonical() for r in self.references]}
+        return {
+            "model": self.model,
+            "prompt": self.prompt,
+            "size": self.size,
+            "count": self.count,
+            "orientation": self.orientation,
+            "metadata": self.metadata,
+            "references": [r.canonical() for r in self.references],
+        }
 
 
 # --------------------------------------------------------------------------- safe reading
@@ -366,8 +467,7 @@ def _read_bytes(path: Path, limit: int, what: str) -> bytes:
     if not stat.S_ISREG(st.st_mode):
         raise _fail(path, f"the {what} is {_kind_of(st.st_mode)}, not a regular file")
     if st.st_size > limit:
-        raise _fail(path, f"the {what} is {_human(st.st_size)}; it may be at most "
-                    f"{_human(limit)}")
+        raise _fail(path, f"the {what} is {_human(st.st_size)}; it may be at most {_human(limit)}")
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags)
@@ -407,20 +507,33 @@ def _decode(path: Path, data: bytes) -> str:
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     if not data:
-        raise _fail(path, "the file is empty" + ("; write at least a prompt line" if
-                    path.name.endswith(PROMPT_SUFFIX) else ""), not_ready=True)
+        raise _fail(
+            path,
+            "the file is empty"
+            + ("; write at least a prompt line" if path.name.endswith(PROMPT_SUFFIX) else ""),
+            not_ready=True,
+        )
     nul = data.find(b"\x00")
     if nul >= 0:
         line, col = _byte_pos(data, nul)
-        raise _fail(path, "the file contains NUL bytes, so it is not a text file; save it as "
-                    "plain UTF-8 text", line, col)
+        raise _fail(
+            path,
+            "the file contains NUL bytes, so it is not a text file; save it as plain UTF-8 text",
+            line,
+            col,
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line, col = _byte_pos(data, exc.start)
         truncated = exc.end == len(data) and "unexpected end" in exc.reason
-        raise _fail(path, f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x}); save it "
-                    "as UTF-8", line, col, not_ready=truncated) from None
+        raise _fail(
+            path,
+            f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x}); save it as UTF-8",
+            line,
+            col,
+            not_ready=truncated,
+        ) from None
 
 
 def _byte_pos(data: bytes, offset: int) -> tuple[int, int]:
@@ -432,8 +545,9 @@ def _parse_toml(path: Path, text: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except RecursionError:
-        raise _fail(path, "the file is nested too deeply to read; keep to plain keys and "
-                    "short lists") from None
+        raise _fail(
+            path, "the file is nested too deeply to read; keep to plain keys and short lists"
+        ) from None
     except ValueError as exc:  # tomllib.TOMLDecodeError, incl. impossible dates
         raw = str(exc)
         line: int | None = None
@@ -446,12 +560,18 @@ def _parse_toml(path: Path, text: str) -> dict[str, Any]:
             if m:
                 raw = m["msg"] + " at the end of the file"
                 line = text.count("\n") + 1
-        raise _fail(path, f"this is not valid TOML: {raw}. Check quotes, brackets and '=' signs",
-                    line, col, not_ready=True) from None
+        raise _fail(
+            path,
+            f"this is not valid TOML: {raw}. Check quotes, brackets and '=' signs",
+            line,
+            col,
+            not_ready=True,
+        ) from None
 
 
-def _load(path: Path, limit: int = MAX_PROMPT_FILE_BYTES,
-          what: str = "file") -> tuple[dict[str, Any], str]:
+def _load(
+    path: Path, limit: int = MAX_PROMPT_FILE_BYTES, what: str = "file"
+) -> tuple[dict[str, Any], str]:
     text = _decode(path, _read_bytes(path, limit, what))
     return _parse_toml(path, text), text
 
@@ -466,8 +586,9 @@ def _key_pattern(key: str) -> re.Pattern[str]:
     return re.compile(rf"^(\s*)(?:{k}|\"{k}\"|'{k}')\s*(?:=|\.)")
 
 
-def _locate(text: str, key: str | None, table: str | None = None,
-            index: int | None = None) -> tuple[int | None, int | None]:
+def _locate(
+    text: str, key: str | None, table: str | None = None, index: int | None = None
+) -> tuple[int | None, int | None]:
     """Best-effort line and column of `key` in a table (None: top level).
 
     `table` is a dotted header such as "api", "rules" or "rules.defaults"; `index` picks the
@@ -484,17 +605,23 @@ def _locate(text: str, key: str | None, table: str | None = None,
                 in_multiline = False
             continue
         h = _HEADER.match(line)
-        if h and not line.lstrip().startswith(("[=", "[\"")):
+        if h and not line.lstrip().startswith(("[=", '["')):
             current = h[2]
             if current == "rules" and h[1] == "[[":
                 rules_seen += 1
-            if pat is None and table is not None and (
-                    current == table or current.startswith(table + ".")) and (
-                    index is None or index == rules_seen):
+            if (
+                pat is None
+                and table is not None
+                and (current == table or current.startswith(table + "."))
+                and (index is None or index == rules_seen)
+            ):
                 return n, line.index("[") + 1
             continue
-        if pat is not None and current == table and (
-                index is None or table is None or index == rules_seen):
+        if (
+            pat is not None
+            and current == table
+            and (index is None or table is None or index == rules_seen)
+        ):
             m = pat.match(line)
             if m:
                 return n, len(m[1]) + 1
@@ -503,8 +630,9 @@ def _locate(text: str, key: str | None, table: str | None = None,
     return None, None
 
 
-def _locate_key(text: str, key: str, value: Any, table: str | None = None,
-                index: int | None = None) -> tuple[int | None, int | None]:
+def _locate_key(
+    text: str, key: str, value: Any, table: str | None = None, index: int | None = None
+) -> tuple[int | None, int | None]:
     """Where a key is written: as `key = ...`, or as a `[table.key]` header of its own."""
     line, col = _locate(text, key, table, index)
     if line is None and isinstance(value, dict | list):
@@ -542,10 +670,12 @@ def _field_message(key: str, value: Any) -> str:
     if key == "prompt" and isinstance(value, str):
         return _prompt_length_message(value, None)
     if key == "style" and isinstance(value, str):
-        return (f"style is {len(value)} characters long; with the prompt it must stay within "
-                f"{MAX_PROMPT_CHARS}")
+        return (
+            f"style is {len(value)} characters long; with the prompt it must stay within "
+            f"{MAX_PROMPT_CHARS}"
+        )
     if key == "references" and isinstance(value, list):
-        return (f"references lists {len(value)} images; the API takes at most {MAX_REFERENCES}")
+        return f"references lists {len(value)} images; the API takes at most {MAX_REFERENCES}"
     need = _NEEDS.get(key, "a different value")
     msg = f"{key} must be {need}; it is {_describe(value)}"
     if isinstance(value, str) and key in ("count", "max_in_flight", "daily_budget"):
@@ -558,20 +688,28 @@ def _prompt_length_message(prompt: str, style: str | None) -> str:
         return 'prompt is empty; write what the image should show, like prompt = "a red fox"'
     if style:
         total = len(prompt) + len(STYLE_SEPARATOR) + len(style)
-        return (f"prompt with the folder style is {total} characters long (prompt {len(prompt)}, "
-                f"style {len(style)}); the API takes at most {MAX_PROMPT_CHARS}. Shorten the "
-                f"prompt, or the style in {DEFAULTS_NAME}")
-    return (f"prompt is {len(prompt)} characters long; the API takes at most {MAX_PROMPT_CHARS}. "
-            "Shorten it")
+        return (
+            f"prompt with the folder style is {total} characters long (prompt {len(prompt)}, "
+            f"style {len(style)}); the API takes at most {MAX_PROMPT_CHARS}. Shorten the "
+            f"prompt, or the style in {DEFAULTS_NAME}"
+        )
+    return (
+        f"prompt is {len(prompt)} characters long; the API takes at most {MAX_PROMPT_CHARS}. "
+        "Shorten it"
+    )
 
 
 def _unknown_key_message(key: str, allowed: Sequence[str], what: str) -> str:
     if what == "defaults" and key == "prompt":
-        return (f"'prompt' does not belong in {DEFAULTS_NAME}; put it in a NAME.prompt.toml file "
-                "(use 'style' for text added to every prompt)")
+        return (
+            f"'prompt' does not belong in {DEFAULTS_NAME}; put it in a NAME.prompt.toml file "
+            "(use 'style' for text added to every prompt)"
+        )
     if what == "prompt" and key == "style":
-        return (f"'style' belongs in the folder's {DEFAULTS_NAME}; in a prompt file, write it "
-                "into the prompt text")
+        return (
+            f"'style' belongs in the folder's {DEFAULTS_NAME}; in a prompt file, write it "
+            "into the prompt text"
+        )
     close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
     if close:
         return f"unknown key '{key}': did you mean '{close[0]}'?"
@@ -579,8 +717,15 @@ def _unknown_key_message(key: str, allowed: Sequence[str], what: str) -> str:
 
 
 def _validate_table(
-    model: type[BaseModel], raw: Mapping[str, Any], path: Path, text: str, what: str,
-    *, table: str | None = None, index: int | None = None, prefix: str = "",
+    model: type[BaseModel],
+    raw: Mapping[str, Any],
+    path: Path,
+    text: str,
+    what: str,
+    *,
+    table: str | None = None,
+    index: int | None = None,
+    prefix: str = "",
     skip: Sequence[str] = (),
 ) -> tuple[BaseModel | None, list[Problem]]:
     """Validate one TOML table against a model; return the model (if valid) and all problems.
@@ -596,8 +741,9 @@ def _validate_table(
             known[key] = value
         else:
             line, col = _locate_key(text, key, value, table, index)
-            problems.append(Problem(path, prefix + _unknown_key_message(key, allowed, what),
-                                    line, col))
+            problems.append(
+                Problem(path, prefix + _unknown_key_message(key, allowed, what), line, col)
+            )
     for key in skip:
         known.pop(key, None)
     try:
@@ -619,8 +765,10 @@ def _validate_table(
                     msg = 'prompt is missing; add a line like prompt = "a red fox in the snow"'
                 line, col = None, None
             elif key == "references" and len(loc) > 1 and isinstance(loc[1], int):
-                msg = (f"references entry {loc[1] + 1} must be a file name or web address in "
-                       f"quotes; it is {_describe(err['input'])}")
+                msg = (
+                    f"references entry {loc[1] + 1} must be a file name or web address in "
+                    f"quotes; it is {_describe(err['input'])}"
+                )
             else:
                 msg = _field_message(key, known.get(key))
             problems.append(Problem(path, prefix + msg, line, col))
@@ -637,7 +785,7 @@ def _is_url_like(source: str) -> bool:
     m = _SCHEME.match(source)
     if not m or len(m[1]) == 1:  # a single letter is a Windows drive, not a scheme
         return False
-    return source[m.end():].startswith("//") or m[1].lower() == "data"
+    return source[m.end() :].startswith("//") or m[1].lower() == "data"
 
 
 def _reference_form_problem(source: str) -> str | None:
@@ -649,11 +797,15 @@ def _reference_form_problem(source: str) -> str | None:
     if _is_url_like(source):
         scheme = source.split(":", 1)[0].lower()
         if scheme == "data":
-            return ("data: URIs (images pasted as text) are not accepted; save the image next "
-                    "to the prompt file and list its file name")
+            return (
+                "data: URIs (images pasted as text) are not accepted; save the image next "
+                "to the prompt file and list its file name"
+            )
         if scheme not in ("http", "https"):
-            return (f"reference '{source}' uses {scheme}:, but only http:// and https:// web "
-                    "addresses or file names are accepted")
+            return (
+                f"reference '{source}' uses {scheme}:, but only http:// and https:// web "
+                "addresses or file names are accepted"
+            )
         try:
             parts = urlsplit(source)
             host = parts.hostname
@@ -662,10 +814,15 @@ def _reference_form_problem(source: str) -> str | None:
         if not host or any(c.isspace() for c in source):
             return f"reference '{source}' is not a complete web address (it needs a host name)"
         return None
-    if (source.startswith(("/", "\\", "~")) or PureWindowsPath(source).is_absolute()
-            or PureWindowsPath(source).drive):
-        return (f"reference '{source}' is an absolute path; write it relative to this file's "
-                "folder, like 'sketch.png'")
+    if (
+        source.startswith(("/", "\\", "~"))
+        or PureWindowsPath(source).is_absolute()
+        or PureWindowsPath(source).drive
+    ):
+        return (
+            f"reference '{source}' is an absolute path; write it relative to this file's "
+            "folder, like 'sketch.png'"
+        )
     return None
 
 
@@ -687,12 +844,13 @@ def _resolve_reference(source: str, base: Path, root: Path) -> Reference | str:
         return Reference(source=source, kind="url", url=source)
     lexical = Path(os.path.normpath(base / source))
     if not _inside(lexical, root):
-        return (f"reference '{source}' points outside the watched folder; use images inside "
-                "it")
+        return f"reference '{source}' points outside the watched folder; use images inside it"
     real = lexical.resolve()
     if not _inside(real, root):
-        return (f"reference '{source}' is a link that leads outside the watched folder; copy "
-                "the image into the folder instead")
+        return (
+            f"reference '{source}' is a link that leads outside the watched folder; copy "
+            "the image into the folder instead"
+        )
     try:
         st = os.stat(real)
     except FileNotFoundError:
@@ -702,27 +860,40 @@ def _resolve_reference(source: str, base: Path, root: Path) -> Reference | str:
     if not stat.S_ISREG(st.st_mode):
         return f"reference '{source}' is {_kind_of(st.st_mode)}, not an image file"
     if st.st_size > MAX_REFERENCE_BYTES:
-        return (f"reference '{source}' is {_human(st.st_size)}; the API takes images up to "
-                "10 MB. Make it smaller")
+        return (
+            f"reference '{source}' is {_human(st.st_size)}; the API takes images up to "
+            "10 MB. Make it smaller"
+        )
     try:
         data = _read_bytes(real, MAX_REFERENCE_BYTES, "reference")
     except SpecError as exc:
         return f"reference '{source}': {exc.problems[0].message}"
     fmt = imaging.sniff(data)
     if fmt == "gif":
-        return (f"reference '{source}' is a GIF image; the API takes only JPEG, PNG and WebP. "
-                "Save it in one of those formats")
+        return (
+            f"reference '{source}' is a GIF image; the API takes only JPEG, PNG and WebP. "
+            "Save it in one of those formats"
+        )
     if fmt is None:
-        return (f"reference '{source}' is not a JPEG, PNG or WebP image (whatever its name "
-                "says); the API takes only those")
+        return (
+            f"reference '{source}' is not a JPEG, PNG or WebP image (whatever its name "
+            "says); the API takes only those"
+        )
     try:
         info = imaging.inspect(data)
     except imaging.ImageError:
-        return (f"reference '{source}' looks like a {fmt.upper()} image but does not open; it "
-                "may be damaged or still copying")
-    return Reference(source=source, kind="file", path=real,
-                     sha256=hashlib.sha256(data).hexdigest(), size=len(data),
-                     format=info.format)
+        return (
+            f"reference '{source}' looks like a {fmt.upper()} image but does not open; it "
+            "may be damaged or still copying"
+        )
+    return Reference(
+        source=source,
+        kind="file",
+        path=real,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        format=info.format,
+    )
 
 
 # --------------------------------------------------------------------------- defaults
@@ -742,8 +913,9 @@ def _defaults_layer(path: Path, real: Path) -> tuple[_Layer | None, SpecError | 
     try:
         raw, text = _load(real, what="defaults file")
     except SpecError as exc:
-        return None, SpecError([Problem(path, p.message, p.line, p.col) for p in exc.problems],
-                               not_ready=exc.not_ready)
+        return None, SpecError(
+            [Problem(path, p.message, p.line, p.col) for p in exc.problems], not_ready=exc.not_ready
+        )
     obj, problems = _validate_table(FolderDefaults, raw, path, text, "defaults")
     problems += _reference_forms(raw.get("references"), path, text)
     if obj is None or problems:
@@ -752,13 +924,24 @@ def _defaults_layer(path: Path, real: Path) -> tuple[_Layer | None, SpecError | 
     return _Layer(obj.model_dump(exclude_none=True), real.parent, path, text), None
 
 
-def _reference_forms(refs: Any, path: Path, text: str, prefix: str = "",
-                     table: str | None = None, index: int | None = None) -> list[Problem]:
+def _reference_forms(
+    refs: Any,
+    path: Path,
+    text: str,
+    prefix: str = "",
+    table: str | None = None,
+    index: int | None = None,
+) -> list[Problem]:
     if not isinstance(refs, list):
         return []
     line, col = _locate(text, "references", table, index)
-    return [Problem(path, prefix + msg, line, col) for s in refs if isinstance(s, str)
-            for msg in [_reference_form_problem(s)] if msg]
+    return [
+        Problem(path, prefix + msg, line, col)
+        for s in refs
+        if isinstance(s, str)
+        for msg in [_reference_form_problem(s)]
+        if msg
+    ]
 
 
 def read_defaults(path: Path) -> FolderDefaults:
@@ -780,13 +963,16 @@ def check_defaults_file(path: Path, root: Path) -> FolderDefaults:
     """Like `read_defaults`, and also resolve its local references against `root`."""
     defaults = read_defaults(path)
     base = Path(path).absolute().resolve().parent
-    text = _decode(path, _read_bytes(Path(path).absolute().resolve(), MAX_PROMPT_FILE_BYTES,
-                                     "defaults file"))
+    text = _decode(
+        path, _read_bytes(Path(path).absolute().resolve(), MAX_PROMPT_FILE_BYTES, "defaults file")
+    )
     line, col = _locate(text, "references")
-    problems = [Problem(Path(path), r, line, col)
-                for s in defaults.references or ()
-                for r in [_resolve_reference(s, base, Path(root).absolute().resolve())]
-                if isinstance(r, str)]
+    problems = [
+        Problem(Path(path), r, line, col)
+        for s in defaults.references or ()
+        for r in [_resolve_reference(s, base, Path(root).absolute().resolve())]
+        if isinstance(r, str)
+    ]
     if problems:
         raise SpecError(problems)
     return defaults
@@ -805,14 +991,18 @@ def _check_inside_root(path: Path, root_real: Path, what: str) -> Path:
     real = path.absolute().resolve()
     if not _inside(real, root_real):
         if stat.S_ISLNK(st.st_mode):
-            raise _fail(path, f"the {what} is a link that leads outside the watched folder; "
-                        "copy the file into the folder instead")
+            raise _fail(
+                path,
+                f"the {what} is a link that leads outside the watched folder; "
+                "copy the file into the folder instead",
+            )
         raise _fail(path, f"the {what} is not inside the watched folder {root_real}")
     return real
 
 
-def read_prompt_file(path: Path, root: Path,
-                     rule_defaults: FolderDefaults | None = None) -> Request:
+def read_prompt_file(
+    path: Path, root: Path, rule_defaults: FolderDefaults | None = None
+) -> Request:
     """Read a prompt file and return its effective Request; raise SpecError (only) otherwise.
 
     Precedence, key by key: `rule_defaults` < each `.promptdrop.toml` from `root` down to the
@@ -831,19 +1021,18 @@ def read_prompt_file(path: Path, root: Path,
     try:
         raw, text = _load(real, what="prompt file")
     except SpecError as exc:
-        raise SpecError([Problem(path, p.message, p.line, p.col) for p in exc.problems],
-                        not_ready=exc.not_ready) from None
+        raise SpecError(
+            [Problem(path, p.message, p.line, p.col) for p in exc.problems], not_ready=exc.not_ready
+        ) from None
 
     layers: list[_Layer] = []
     errors: list[SpecError] = []
     if rule_defaults is not None:
-        layers.append(_Layer(rule_defaults.model_dump(exclude_none=True), root_real,
-                             root_abs, ""))
+        layers.append(_Layer(rule_defaults.model_dump(exclude_none=True), root_real, root_abs, ""))
     # The folder the file appears in (not a link's target): its references and defaults are
     # the ones the user sees next to it.
     folder_real = path.absolute().parent.resolve()
-    rel_parts = folder_real.relative_to(root_real).parts if _inside(folder_real, root_real) \
-        else ()
+    rel_parts = folder_real.relative_to(root_real).parts if _inside(folder_real, root_real) else ()
     for depth in range(len(rel_parts) + 1):
         shown = root_abs.joinpath(*rel_parts[:depth]) / DEFAULTS_NAME
         candidate = root_real.joinpath(*rel_parts[:depth]) / DEFAULTS_NAME
@@ -862,8 +1051,9 @@ def read_prompt_file(path: Path, root: Path,
 
     obj, problems = _validate_table(PromptFile, raw, path, text, "prompt")
     problems += _reference_forms(raw.get("references"), path, text)
-    own = _Layer(obj.model_dump(exclude_none=True) if obj is not None else {},
-                 folder_real, path, text)
+    own = _Layer(
+        obj.model_dump(exclude_none=True) if obj is not None else {}, folder_real, path, text
+    )
     raw_refs = raw.get("references")
     if obj is None and isinstance(raw_refs, list) and all(isinstance(r, str) for r in raw_refs):
         # Still look at the files it names, so one run reports every problem of the file.
@@ -881,8 +1071,9 @@ def read_prompt_file(path: Path, root: Path,
     raise SpecError(all_problems, not_ready=all(e.not_ready for e in errors))
 
 
-def _resolve_all(layers: Sequence[_Layer],
-                 root_real: Path) -> tuple[list[Reference], list[Problem]]:
+def _resolve_all(
+    layers: Sequence[_Layer], root_real: Path
+) -> tuple[list[Reference], list[Problem]]:
     """Resolve the nearest references list (a list replaces farther lists whole)."""
     ref_layer = next((la for la in reversed(layers) if "references" in la.values), None)
     if ref_layer is None:
@@ -903,8 +1094,9 @@ def _resolve_all(layers: Sequence[_Layer],
     return references, problems
 
 
-def _build(layers: Sequence[_Layer], path: Path, text: str,
-           references: Sequence[Reference]) -> tuple[Request | None, list[Problem]]:
+def _build(
+    layers: Sequence[_Layer], path: Path, text: str, references: Sequence[Reference]
+) -> tuple[Request | None, list[Problem]]:
     values: dict[str, Any] = {}
     for layer in layers:
         values.update(layer.values)
@@ -917,14 +1109,20 @@ def _build(layers: Sequence[_Layer], path: Path, text: str,
     if not prompt.strip() or len(full) > MAX_PROMPT_CHARS:
         problems.append(Problem(path, _prompt_length_message(prompt, style), line, col))
     if any(ord(c) < 32 and c not in "\n\r\t" for c in full):
-        problems.append(Problem(path, "prompt contains invisible control characters; remove "
-                                "them", line, col))
+        problems.append(
+            Problem(path, "prompt contains invisible control characters; remove them", line, col)
+        )
     if problems:
         return None, problems
     # Both model names are the same model: the canonical one makes them hash equal.
-    return Request(model=CANONICAL_MODEL, prompt=full, size=values.get("size", DEFAULT_SIZE),
-                   count=values.get("count", 1), orientation=values.get("orientation"),
-                   references=tuple(references)), []
+    return Request(
+        model=CANONICAL_MODEL,
+        prompt=full,
+        size=values.get("size", DEFAULT_SIZE),
+        count=values.get("count", 1),
+        orientation=values.get("orientation"),
+        references=tuple(references),
+    ), []
 
 
 # --------------------------------------------------------------------------- rules files
@@ -943,16 +1141,18 @@ def read_rules(path: Path) -> RulesFile:
     for key in raw:
         if key not in top_allowed:
             line, col = _locate_key(text, key, raw[key])
-            problems.append(Problem(path, _unknown_key_message(key, top_allowed, "rules"),
-                                    line, col))
+            problems.append(
+                Problem(path, _unknown_key_message(key, top_allowed, "rules"), line, col)
+            )
     api = ApiSettings()
     raw_api = raw.get("api", {})
     if not isinstance(raw_api, dict):
         line, col = _locate(text, "api")
         problems.append(Problem(path, _field_message("api", raw_api), line, col))
     else:
-        obj, more = _validate_table(ApiSettings, raw_api, path, text, "api", table="api",
-                                    prefix="[api] ")
+        obj, more = _validate_table(
+            ApiSettings, raw_api, path, text, "api", table="api", prefix="[api] "
+        )
         problems += more
         if isinstance(obj, ApiSettings):
             api = obj
@@ -960,22 +1160,36 @@ def read_rules(path: Path) -> RulesFile:
                 parts = urlsplit(api.base_url)
                 if parts.scheme not in ("http", "https") or not parts.hostname:
                     line, col = _locate(text, "base_url", "api")
-                    problems.append(Problem(path, "[api] " + _field_message(
-                        "base_url", api.base_url), line, col))
+                    problems.append(
+                        Problem(
+                            path, "[api] " + _field_message("base_url", api.base_url), line, col
+                        )
+                    )
     ledger = raw.get("ledger")
-    if ledger is not None and not (isinstance(ledger, str) and ledger.split(":", 1)[0].lower()
-                                   in ("postgresql", "postgres")):
+    if ledger is not None and not (
+        isinstance(ledger, str) and ledger.split(":", 1)[0].lower() in ("postgresql", "postgres")
+    ):
         line, col = _locate(text, "ledger")
         # The value is not repeated: it may hold a password.
-        problems.append(Problem(path, 'ledger must be a PostgreSQL URL in quotes, such as '
-                                '"postgresql://promptdrop@db.example.com/promptdrop"; leave it '
-                                "out to keep the ledger on this computer", line, col))
+        problems.append(
+            Problem(
+                path,
+                "ledger must be a PostgreSQL URL in quotes, such as "
+                '"postgresql://promptdrop@db.example.com/promptdrop"; leave it '
+                "out to keep the ledger on this computer",
+                line,
+                col,
+            )
+        )
         ledger = None
     raw_rules = raw.get("rules")
     rules: list[RuleConfig] = []
     if raw_rules is None or raw_rules == []:
-        problems.append(Problem(path, "there are no rules; add at least one [[rules]] table "
-                                "with a name and a path"))
+        problems.append(
+            Problem(
+                path, "there are no rules; add at least one [[rules]] table with a name and a path"
+            )
+        )
     elif not isinstance(raw_rules, list) or not all(isinstance(r, dict) for r in raw_rules):
         line, col = _locate(text, "rules")
         problems.append(Problem(path, _field_message("rules", raw_rules), line, col))
@@ -989,8 +1203,14 @@ def read_rules(path: Path) -> RulesFile:
                 continue
             if rule.name in names:
                 line, col = _locate(text, "name", "rules", i)
-                problems.append(Problem(path, f"rule name '{rule.name}' is used twice; give "
-                                        "each rule its own name", line, col))
+                problems.append(
+                    Problem(
+                        path,
+                        f"rule name '{rule.name}' is used twice; give each rule its own name",
+                        line,
+                        col,
+                    )
+                )
             names.add(rule.name)
             rules.append(rule)
     if problems:
@@ -998,33 +1218,58 @@ def read_rules(path: Path) -> RulesFile:
     return RulesFile(api=api, rules=rules, ledger=ledger)
 
 
-def _read_rule(raw: dict[str, Any], i: int, base: Path, path: Path,
-               text: str) -> tuple[RuleConfig | None, list[Problem]]:
+def _read_rule(
+    raw: dict[str, Any], i: int, base: Path, path: Path, text: str
+) -> tuple[RuleConfig | None, list[Problem]]:
     name = raw.get("name")
     label = f"rule '{name}': " if isinstance(name, str) and name else f"rule {i + 1}: "
-    obj, problems = _validate_table(RuleConfig, raw, path, text, "rule", table="rules",
-                                    index=i, prefix=label, skip=("defaults",))
+    obj, problems = _validate_table(
+        RuleConfig,
+        raw,
+        path,
+        text,
+        "rule",
+        table="rules",
+        index=i,
+        prefix=label,
+        skip=("defaults",),
+    )
     defaults: FolderDefaults | None = None
     raw_defaults = raw.get("defaults")
     if raw_defaults is not None:
         if not isinstance(raw_defaults, dict):
             line, col = _locate(text, "defaults", "rules", i)
-            problems.append(Problem(path, label + _field_message("defaults", raw_defaults),
-                                    line, col))
+            problems.append(
+                Problem(path, label + _field_message("defaults", raw_defaults), line, col)
+            )
         else:
-            d, more = _validate_table(FolderDefaults, raw_defaults, path, text, "defaults",
-                                      table="rules.defaults", index=i,
-                                      prefix=label + "[rules.defaults] ")
+            d, more = _validate_table(
+                FolderDefaults,
+                raw_defaults,
+                path,
+                text,
+                "defaults",
+                table="rules.defaults",
+                index=i,
+                prefix=label + "[rules.defaults] ",
+            )
             problems += more
-            problems += _reference_forms(raw_defaults.get("references"), path, text,
-                                         label + "[rules.defaults] ", "rules.defaults", i)
+            problems += _reference_forms(
+                raw_defaults.get("references"),
+                path,
+                text,
+                label + "[rules.defaults] ",
+                "rules.defaults",
+                i,
+            )
             if isinstance(d, FolderDefaults):
                 defaults = d
     raw_path = raw.get("path")
     if isinstance(raw_path, str) and not raw_path.strip():
         line, col = _locate(text, "path", "rules", i)
-        problems.append(Problem(path, label + "path is empty; write the folder to watch",
-                                line, col))
+        problems.append(
+            Problem(path, label + "path is empty; write the folder to watch", line, col)
+        )
     if obj is None or problems:
         return None, problems
     assert isinstance(obj, RuleConfig)
@@ -1055,13 +1300,18 @@ def rules_for_folders(folders: Sequence[Path]) -> RulesFile:
 # --------------------------------------------------------------------------- JSON Schema
 
 _SCHEMA_MODELS: dict[str, tuple[type[BaseModel], str, str]] = {
-    "prompt": (PromptFile, "promptdrop prompt file (NAME.prompt.toml)",
-               "One image request: a prompt and its options. Unknown keys are errors."),
-    "defaults": (FolderDefaults, f"promptdrop folder defaults ({DEFAULTS_NAME})",
-                 "Defaults for the prompt files in this folder and its subfolders; the nearest "
-                 "file wins key by key, and the prompt file always wins."),
-    "rules": (RulesFile, "promptdrop rules file",
-              "Which folders promptdrop watches and how."),
+    "prompt": (
+        PromptFile,
+        "promptdrop prompt file (NAME.prompt.toml)",
+        "One image request: a prompt and its options. Unknown keys are errors.",
+    ),
+    "defaults": (
+        FolderDefaults,
+        f"promptdrop folder defaults ({DEFAULTS_NAME})",
+        "Defaults for the prompt files in this folder and its subfolders; the nearest "
+        "file wins key by key, and the prompt file always wins.",
+    ),
+    "rules": (RulesFile, "promptdrop rules file", "Which folders promptdrop watches and how."),
 }
 
 

@@ -680,8 +680,7 @@ class Watcher:
             # stat we compare with was taken before the last event (a file written in one go
             # right after it was created), the difference is that write, not a new one: a short
             # second look confirms the file is still, instead of a second settle time.
-            quiet = (not state.polling and entry.sig_gen != gen
-                     and now - entry.event_at >= settle)
+            quiet = not state.polling and entry.sig_gen != gen and now - entry.event_at >= settle
             entry.sig, entry.sig_gen = sig, gen
             entry.due = now + (min(_QUIET_RECHECK, settle) if quiet else settle)
             self._schedule(entry)
