@@ -588,7 +588,8 @@ class LedgerBase:
         return (
             self._run(
                 "INSERT INTO leases (job_id, host, expires, claimed_at)"
-                f" VALUES (?, ?, {self._NOW} + ?, {self._NOW}) ON CONFLICT (job_id) DO UPDATE SET host = excluded.host,"
+                f" VALUES (?, ?, {self._NOW} + ?, {self._NOW})"
+                " ON CONFLICT (job_id) DO UPDATE SET host = excluded.host,"
                 " expires = excluded.expires, claimed_at = excluded.claimed_at"
                 " WHERE leases.host = excluded.host OR leases.expires <= excluded.claimed_at",
                 [job_id, host, float(ttl)],
