@@ -170,10 +170,11 @@ def test_random_sigkills_never_pay_twice_lose_an_image_or_leave_a_partial_file(r
         # Mostly measured from the moment the ledger is open (so the kill lands in real work);
         # sometimes from the exec, so that start-up and recovery get killed too.
         if rng.random() < 0.75:
-            wait_for(
-                lambda d=daemon: d.opened() or d.proc.poll() is not None,  # type: ignore[misc]
-                "the daemon to open its ledger",
-            )
+
+            def opened_or_exited(d: Daemon = daemon) -> bool:
+                return d.opened() or d.proc.poll() is not None
+
+            wait_for(opened_or_exited, "the daemon to open its ledger")
         time.sleep(rng.uniform(0.1, 1.0))
         assert daemon.proc.poll() is None, f"the daemon exited on its own:\n{daemon.log()}"
         daemon.kill()

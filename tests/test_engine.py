@@ -47,8 +47,18 @@ def _opts(
     )
 
 
-def _once(folder: Path, state: Path, emu: Emulator, **kw: object) -> int:
-    return asyncio.run(run(_opts(folder, state, emu, **kw)))  # type: ignore[arg-type]
+def _once(
+    folder: Path,
+    state: Path,
+    emu: Emulator,
+    *,
+    max_in_flight: int = 4,
+    resubmit_ambiguous: bool = False,
+) -> int:
+    opts = _opts(
+        folder, state, emu, max_in_flight=max_in_flight, resubmit_ambiguous=resubmit_ambiguous
+    )
+    return asyncio.run(run(opts))
 
 
 def _png(path: Path, colour: tuple[int, int, int] = (10, 200, 30)) -> None:
@@ -120,7 +130,7 @@ def test_a_lost_submit_answer_is_ambiguous_noted_and_never_resent(
     folder.mkdir()
     source = folder / "lost.prompt.toml"
     source.write_text('prompt = "lost answer"\n')
-    emulator.set_faults(Faults(reset=1.0, endpoints=frozenset({"submit"})))
+    emulator.set_faults(Faults(reset=1.0, endpoints=("submit",)))
 
     assert _once(folder, tmp_path / "state", emulator) == 1
     assert len(emulator.stats()["submissions"]) == 1  # the task was created behind the reset
@@ -144,7 +154,7 @@ def test_rules_may_opt_in_to_resubmitting_ambiguous_jobs(
     folder = tmp_path / "drop"
     folder.mkdir()
     (folder / "x.prompt.toml").write_text('prompt = "opt in"\n')
-    emulator.set_faults(Faults(html_502=1.0, endpoints=frozenset({"submit"})))
+    emulator.set_faults(Faults(html_502=1.0, endpoints=("submit",)))
     assert _once(folder, tmp_path / "state", emulator) == 1
     emulator.set_faults(Faults())
     assert _once(folder, tmp_path / "state", emulator, resubmit_ambiguous=True) == 0

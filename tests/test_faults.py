@@ -5,6 +5,7 @@ job must end in a final state that says why, and no prompt may be paid for twice
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import os
 import threading
@@ -105,18 +106,18 @@ def _heal_after(
 
 
 # The per-request faults (30 % of answers together), plus task and result faults.
-MIXED = {
-    "rate_429": 0.04,
-    "error_500": 0.04,
-    "error_503": 0.04,
-    "html_502": 0.04,
-    "html_504": 0.04,
-    "reset": 0.04,
-    "slow": 0.02,
-    "malformed_json": 0.04,
-    "task_failed": 0.1,
-    "expired_results": 0.1,
-}
+MIXED = Faults(
+    rate_429=0.04,
+    error_500=0.04,
+    error_503=0.04,
+    html_502=0.04,
+    html_504=0.04,
+    reset=0.04,
+    slow=0.02,
+    malformed_json=0.04,
+    task_failed=0.1,
+    expired_results=0.1,
+)
 
 
 @pytest.mark.parametrize(("retry_after_format", "seed"), [("seconds", 7), ("date", 11)])
@@ -125,11 +126,7 @@ def test_a_mixed_fault_matrix_ends_every_job_with_a_reason_and_pays_each_prompt_
 ) -> None:
     # Slow answers outlast the request timeout (the rules file's `[api] timeout`, cut to 1 s
     # here so that each one costs a second, not half a minute).
-    faults = Faults(
-        **MIXED,
-        slow_seconds=1.5,  # type: ignore[arg-type]
-        retry_after_format=retry_after_format,
-    )
+    faults = dataclasses.replace(MIXED, slow_seconds=1.5, retry_after_format=retry_after_format)
     emu = emulator_factory(latency=0.05, jitter=0.0, rate_limits=None, seed=seed, faults=faults)
     folder, state = tmp_path / "drop", tmp_path / "state"
     sources = _drop(folder, 30, "matrix")

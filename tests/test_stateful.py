@@ -96,7 +96,7 @@ class Folder(RuleBasedStateMachine):
 
     @rule(fault=st.sampled_from(["task_failed", "reset", "error_500"]))
     def pass_with_api_faults(self, fault: str) -> None:
-        self.emu.set_faults(Faults(**{fault: 0.5}))  # type: ignore[arg-type]
+        self.emu.set_faults(Faults.from_dict({fault: 0.5}))
         try:
             self._pass()
         finally:

@@ -25,6 +25,7 @@ from promptdrop.watch import (
     limit_advice,
 )
 from promptdrop.watch.fstypes import (
+    PollMode,
     filesystem_type,
     find_mount,
     is_network_fstype,
@@ -88,10 +89,17 @@ class Recorder:
         return sum(1 for e in self.events if e.kind == kind and e.path == path)
 
 
-def root_at(path: Path, **kw: object) -> WatchRoot:
-    settings: dict[str, object] = {"settle": 0.3, "poll_interval": 0.2}
-    settings.update(kw)
-    return WatchRoot("drop", path, **settings)  # type: ignore[arg-type]
+def root_at(
+    path: Path,
+    *,
+    settle: float = 0.3,
+    poll_interval: float = 0.2,
+    poll: PollMode = "auto",
+    recursive: bool = True,
+) -> WatchRoot:
+    return WatchRoot(
+        "drop", path, recursive=recursive, poll=poll, poll_interval=poll_interval, settle=settle
+    )
 
 
 async def started(root: WatchRoot, warnings: list[str] | None = None) -> tuple[Watcher, Recorder]:
@@ -307,7 +315,7 @@ async def write_in_chunks(path: Path, seconds: float) -> float:
 
 @pytest.mark.parametrize("poll", ["never", "always"])
 def test_a_file_written_in_chunks_settles_once_after_the_last_write(
-    tmp_path: Path, poll: str
+    tmp_path: Path, poll: PollMode
 ) -> None:
     async def scenario() -> None:
         w, rec = await started(root_at(tmp_path, settle=0.5, poll=poll))

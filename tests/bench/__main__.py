@@ -18,8 +18,8 @@ import time
 import traceback
 from pathlib import Path
 
-from tests.bench.harness import BenchError, machine
-from tests.bench.scenarios import BENCHMARKS, Row, Settings
+from .harness import BenchError, machine
+from .scenarios import BENCHMARKS, Row, Settings
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from PIL import Image
-from tests.harness import terminate
 
 from promptdrop import outputs
 from promptdrop.emulator import Emulator, EmulatorConfig
@@ -31,6 +30,8 @@ from promptdrop.emulator.images import render
 from promptdrop.ledger import JobState, Ledger
 from promptdrop.spec import read_prompt_file
 from promptdrop.watch import fstypes
+
+from .procs import terminate
 
 KEY = "sk-bench-0123456789"
 REPO = Path(__file__).resolve().parents[2]

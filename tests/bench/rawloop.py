@@ -25,14 +25,14 @@ RETRIES = {"count": 0}
 
 
 async def _request(
-    client: httpx.AsyncClient, method: str, url: str, **kwargs: object
+    client: httpx.AsyncClient, method: str, url: str, json_body: object = None
 ) -> httpx.Response:
     # The emulator's small listen backlog can reset a connection when 32 arrive at once; the
     # daemon's client retries those too (a lost submit answer would be ambiguous for it, but
     # here a duplicate task costs nothing).
     for attempt in range(5):
         try:
-            r = await client.request(method, url, **kwargs)  # type: ignore[arg-type]
+            r = await client.request(method, url, json=json_body)
             r.raise_for_status()
             return r
         except httpx.TransportError:
@@ -52,7 +52,7 @@ async def _one(
         "size": "1:1",
         "n": 1,
     }
-    r = await _request(client, "POST", "/v1/images/generations", json=body)
+    r = await _request(client, "POST", "/v1/images/generations", json_body=body)
     task_id = r.json()["id"]
     while True:
         await asyncio.sleep(poll_wait)

@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.bench.harness import (
+from promptdrop.api.ratelimit import RateLimits
+from promptdrop.emulator import Emulator
+
+from .harness import (
     KEY,
     REPO,
     BenchError,
@@ -32,9 +35,6 @@ from tests.bench.harness import (
     wait_for,
     write_rules,
 )
-
-from promptdrop.api.ratelimit import RateLimits
-from promptdrop.emulator import Emulator
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".webp")
 
@@ -102,8 +102,9 @@ def wait_ready(daemon: Daemon, timeout: float = 120.0) -> tuple[float, float, st
     last_cpu = daemon.cpu_seconds()
     last_busy = time.monotonic()
     while time.monotonic() < deadline:
-        if daemon.notify is not None and daemon.notify.poll() is not None:
-            return to_watching, daemon.notify.ready_at - daemon.started, "READY=1"  # type: ignore[operator]
+        ready_at = daemon.notify.poll() if daemon.notify is not None else None
+        if ready_at is not None:
+            return to_watching, ready_at - daemon.started, "READY=1"
         if daemon.proc.poll() is not None:
             raise BenchError(f"the daemon exited while starting:\n{daemon.tail()}")
         time.sleep(0.02)
@@ -146,7 +147,8 @@ def throughput(settings: Settings) -> list[Row]:
                 "≤ 1.15x limit",
                 ratio <= 1.15,
                 f"{ratio:.2f}x limit; submits/polls/downloads per image "
-                f"{per['submits']:.2f}/{per['polls']:.2f}/{per['downloads']:.2f}; settle {settle:g} s"
+                f"{per['submits']:.2f}/{per['polls']:.2f}/{per['downloads']:.2f}; "
+                f"settle {settle:g} s"
                 f" included; submit_rate = {rate:g} (the emulator allows {rate:g}/s; the client "
                 f"keeps to {client_rate:.1f}/s with its safety margin, i.e. ≥ "
                 f"{n / client_rate:.1f} s of submitting)",
@@ -243,8 +245,8 @@ def overhead(settings: Settings) -> list[Row]:
                     f"raw loop {raw_rate:.1f}/s",
                     "≥ 0.7x raw" if submit_rate else f"informational (held to {capped:.1f}/s)",
                     rate / raw_rate >= 0.7 if submit_rate else None,
-                    f"{rate / raw_rate:.2f}x raw; daemon {1000 * cpu / n:.1f} ms CPU/image, raw loop "
-                    f"{1000 * raw['cpu'] / n:.1f} ms",
+                    f"{rate / raw_rate:.2f}x raw; daemon {1000 * cpu / n:.1f} ms CPU/image, "
+                    f"raw loop {1000 * raw['cpu'] / n:.1f} ms",
                 )
             )
     return rows
@@ -393,8 +395,9 @@ def drop_latency(settings: Settings) -> list[Row]:
                 folder = tree.root / f"new-{poll}"
                 lat = _drops(emu, daemon, folder, count)
                 wait_for(
-                    lambda: _count_images(folder) >= count,
-                    "the new images",  # noqa: B023
+                    # wait_for calls it within this iteration, so the late binding is harmless
+                    lambda: _count_images(folder) >= count,  # noqa: B023
+                    "the new images",
                     timeout=60,
                     interval=0.1,
                     daemon=daemon,
