@@ -293,7 +293,7 @@ def test_without_hard_links_writes_fall_back_to_a_no_clobber_rename(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, renameat2: str
 ) -> None:
     if renameat2 == "missing":
-        monkeypatch.setattr(outputs, "_RENAMEAT2", None)
+        monkeypatch.setattr(outputs.atomic, "_RENAMEAT2", None)
     final = tmp_path / "poster.png"
     write_atomic(final, b"image")
     assert final.read_bytes() == b"image"

@@ -9,15 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from promptdrop.ledger.base import (
-    Budget,
-    BudgetSpent,
-    LeaseLost,
-    LedgerBase,
-    LedgerUnavailable,
-    PathCodec,
-    default_host_id,
-)
+from promptdrop.ledger.base import LedgerBase
+from promptdrop.ledger.errors import BudgetSpent, LeaseLost, LedgerUnavailable
+from promptdrop.ledger.paths import PathCodec, default_host_id
+from promptdrop.ledger.records import Budget
 from promptdrop.ledger.states import ALLOWED, FINAL, IllegalTransition, JobState
 from promptdrop.ledger.store import (
     LEDGER_NAME,

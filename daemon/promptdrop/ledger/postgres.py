@@ -31,8 +31,11 @@ import psycopg
 import structlog
 from psycopg.rows import dict_row
 
+from promptdrop.backoff import LEDGER_RECONNECT
 from promptdrop.ledger import pg_migrations
-from promptdrop.ledger.base import LedgerBase, LedgerUnavailable, PathCodec
+from promptdrop.ledger.base import LedgerBase
+from promptdrop.ledger.errors import LedgerUnavailable
+from promptdrop.ledger.paths import PathCodec
 
 log = structlog.get_logger("promptdrop.ledger")
 T = TypeVar("T")
@@ -231,7 +234,7 @@ class PostgresLedger(LedgerBase):
             if self._conn is not None:
                 self._conn.close()
         self._conn = None
-        wait = 0.2
+        attempt = 0
         last: BaseException = first
         while time.monotonic() < deadline:
             try:
@@ -239,8 +242,9 @@ class PostgresLedger(LedgerBase):
                 return
             except psycopg.OperationalError as exc:
                 last = exc
-            time.sleep(min(wait, max(deadline - time.monotonic(), 0.0)))
-            wait = min(wait * 2, 2.0)
+            # Never sleep past the deadline: the last try comes just before giving up.
+            time.sleep(min(LEDGER_RECONNECT.delay(attempt), max(deadline - time.monotonic(), 0.0)))
+            attempt += 1
         raise LedgerUnavailable(
             f"the shared ledger at {self.location} did not come back within "
             f"{self.reconnect_timeout:.0f} s ({_reason(last, self.url)}); check the PostgreSQL "

@@ -3,8 +3,8 @@
 Opened in WAL mode with synchronous=FULL on every connection, migrated on open. Every job
 transition is a guarded `UPDATE … WHERE id = ? AND state = ?` inside `BEGIN IMMEDIATE` that must
 change exactly one row, so a second actor (a restarted daemon, a `promptdrop retry` run beside
-it) can never move a job twice. The behaviour itself lives in `ledger.base`, shared with the
-PostgreSQL ledger; paths are stored as this host's absolute paths.
+it) can never move a job twice. The behaviour itself lives in `ledger.base` and its parts,
+shared with the PostgreSQL ledger; paths are stored as this host's absolute paths.
 """
 
 from __future__ import annotations
@@ -17,17 +17,11 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from promptdrop.ledger.base import (
-    Job,
-    LedgerBase,
-    Output,
-    PathCodec,
-    Recovery,
-    Source,
-    StaleTransition,
-    default_state_dir,
-)
+from promptdrop.ledger.base import LedgerBase
+from promptdrop.ledger.errors import StaleTransition
 from promptdrop.ledger.migrations import migrate
+from promptdrop.ledger.paths import PathCodec, default_state_dir
+from promptdrop.ledger.records import Job, Output, Recovery, Source
 
 LEDGER_NAME = "ledger.sqlite3"
 
