@@ -97,7 +97,10 @@ def _check_outcome(rig: Rig, source: Path, prompt: str, full_at: str) -> None:
         timeout=RECOVERY,
         daemon=rig.daemon,
     )
-    assert rig.jobs() == {"made before the disk filled": ("done", 1), prompt: ("done", 1)}
+    # The image is written a moment before its job is committed done: wait for the ledger too.
+    expected = {"made before the disk filled": ("done", 1), prompt: ("done", 1)}
+    wait_for(lambda: rig.jobs() == expected, "both jobs done in the ledger", daemon=rig.daemon)
+    assert rig.jobs() == expected
     assert rig.paid(prompt) == 1
     assert rig.integrity() == "ok"
     assert not note_for(source).exists()
