@@ -132,6 +132,17 @@ def load_new_rules(reload_rules: Callable[[], RulesFile]) -> RulesFile | None:
     return rules
 
 
+async def pinging(notifier: Notifier, every: float, work: Callable[..., T], *args: object) -> T:
+    """`work(*args)` in a thread; meanwhile the watchdog is pinged (when due) every `every`
+    seconds, so that a slow share does not look like a hung daemon."""
+    future = asyncio.ensure_future(asyncio.to_thread(work, *args))
+    while True:
+        done, _ = await asyncio.wait({future}, timeout=every)
+        notifier.watchdog(time.monotonic())
+        if done:
+            return future.result()
+
+
 async def _handle(engine: Engine, rule: RuleConfig, event: FileEvent) -> None:
     if event.kind == "settled":
         await engine.handle_file(event.path, rule)
@@ -286,7 +297,7 @@ class MainLoop:
         the new roots' first scans are handed over."""
         assert self.opts.reload_rules is not None
         self.notifier.reloading()
-        new = await self.off_loop(load_new_rules, self.opts.reload_rules)
+        new = await pinging(self.notifier, self.idle_wait, load_new_rules, self.opts.reload_rules)
         if new is not None:
             await self._use(new)
         self.owe_ready = True
@@ -305,12 +316,3 @@ class MainLoop:
             self.watcher = new_watcher(new.rules)
             await self.watcher.start()
         log.info("rules reloaded", roots=[str(r.path) for r in new.rules])
-
-    async def off_loop(self, work: Callable[..., T], *args: object) -> T:
-        """`work(*args)` in a thread, the watchdog still pinged while it runs."""
-        future = asyncio.ensure_future(asyncio.to_thread(work, *args))
-        while True:
-            done, _ = await asyncio.wait({future}, timeout=self.idle_wait)
-            self.notifier.watchdog(time.monotonic())
-            if done:
-                return future.result()
