@@ -14,7 +14,7 @@ from PIL import Image
 
 from harness import CANARY
 from promptdrop.api import RateLimits, RetryPolicy, ToApisClient
-from promptdrop.commands.admin import print_status
+from promptdrop.commands.status import print_status
 from promptdrop.emulator import Emulator, Faults
 from promptdrop.jobs.engine import Engine, EngineOptions, day_start, next_day
 from promptdrop.ledger import LEDGER_NAME, JobState, Ledger

@@ -7,6 +7,7 @@ created (paid) tasks, the files in the folder, `promptdrop status --json`, exit 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -478,3 +479,44 @@ def test_a_key_given_in_a_file_is_used_and_that_file_alone_holds_it(pd: Setup) -
     source = pd.drop("poster.prompt.toml", "a red fox")
     pd.image(source, daemon)  # the emulator only accepts the canary: the file's key was sent
     assert pd.prompts() == ["a red fox"]
+
+
+def test_the_stop_signal_only_sets_a_flag_and_the_earlier_handlers_come_back() -> None:
+    """SIGTERM inside the phase sets the stop flag (nothing else runs); on leaving, the
+    handlers installed before are in place again, SIGHUP's too."""
+    from promptdrop.service.lifecycle import Flags, installed_signals
+
+    def earlier(signum: int, frame: object) -> None:
+        raise AssertionError("the daemon's handler should have taken this signal")
+
+    before = {sig: signal.signal(sig, earlier) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+
+        async def phase() -> tuple[bool, bool]:
+            flags = Flags()
+            with installed_signals(flags, reload=True):
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGHUP)
+                await asyncio.wait_for(flags.stop.wait(), timeout=10)
+                await asyncio.wait_for(flags.reload.wait(), timeout=10)
+            return flags.stop.is_set(), flags.reload.is_set()
+
+        assert asyncio.run(phase()) == (True, True)
+        assert signal.getsignal(signal.SIGTERM) is earlier
+        assert signal.getsignal(signal.SIGHUP) is earlier
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def test_a_missing_watched_folder_is_a_config_error_naming_its_rule(tmp_path: Path) -> None:
+    from promptdrop.service.config import ConfigError
+    from promptdrop.service.lifecycle import require_folders
+    from promptdrop.spec import rules_for_folders
+
+    there = tmp_path / "there"
+    there.mkdir()
+    rules = rules_for_folders([there, tmp_path / "gone"]).rules
+    with pytest.raises(ConfigError, match=r"gone does not exist \(rule"):
+        asyncio.run(require_folders(rules))
+    asyncio.run(require_folders(rules[:1]))  # an existing folder alone is fine

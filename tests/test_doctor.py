@@ -14,8 +14,16 @@ from pathlib import Path
 import pytest
 
 from harness import CANARY
-from promptdrop.commands.doctor import INSTANCES_FIX, WATCHES_FIX, inotify_check
+from promptdrop.api import AccountBlocked, ApiError, RateLimited, TransientError
+from promptdrop.commands.doctor import (
+    INSTANCES_FIX,
+    WATCHES_FIX,
+    inotify_check,
+    refused,
+    unreachable,
+)
 from promptdrop.emulator import Emulator
+from promptdrop.service.config import ConfigError, key_source, resolve_api_key
 
 SECRET = "sk-doctor-canary-0123456789abcdef"
 
@@ -195,3 +203,81 @@ def test_too_few_inotify_instances_for_the_roots_are_a_problem() -> None:
 def test_limits_with_room_to_spare_are_fine() -> None:
     assert not inotify_check(folders=100, roots=2, max_watches=8192, max_instances=128).problem
     assert not inotify_check(folders=0, roots=0, max_watches=1, max_instances=1).problem
+
+
+def _key_places(tmp_path: Path, file_key: str | None, credential: str | None) -> Path | None:
+    """A key file (when file_key is given) and a credentials folder (when credential is)."""
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    if credential is not None:
+        (creds / "toapis-api-key").write_text(credential + "\n", encoding="utf-8")
+    if file_key is None:
+        return None
+    path = tmp_path / "key"
+    path.write_text(file_key + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("file_key", "credential", "variable", "key", "source"),
+    [
+        ("from-file", "from-cred", "from-env", "from-file", "the file"),
+        (None, "from-cred", "from-env", "from-cred", "the systemd credential 'toapis-api-key'"),
+        (None, "", "from-env", "from-env", "TOAPIS_API_KEY"),
+        ("", None, "from-env", "from-env", "TOAPIS_API_KEY"),
+        (None, None, "", None, "TOAPIS_API_KEY"),
+    ],
+)
+def test_the_key_comes_from_the_file_then_the_credential_then_the_variable(
+    tmp_path: Path,
+    file_key: str | None,
+    credential: str | None,
+    variable: str,
+    key: str | None,
+    source: str,
+) -> None:
+    """An empty file or credential is passed over; the source named never holds the key."""
+    key_file = _key_places(tmp_path, file_key, credential)
+    environ = {"CREDENTIALS_DIRECTORY": str(tmp_path / "credentials"), "TOAPIS_API_KEY": variable}
+    assert resolve_api_key(key_file, environ) == key
+    found = key_source(key_file, environ)
+    assert found.startswith(source)
+    assert key is None or key not in found
+
+
+def test_an_unreadable_key_file_is_a_config_error_not_a_fallback(tmp_path: Path) -> None:
+    environ = {"TOAPIS_API_KEY": "from-env"}
+    with pytest.raises(ConfigError, match="cannot read the API key file"):
+        resolve_api_key(tmp_path / "no-such-key", environ)
+
+
+@pytest.mark.parametrize(
+    ("error", "key_result", "api_result"),
+    [
+        (
+            AccountBlocked("no", "auth", 401),
+            "rejected by the API (it answered HTTP 401)",
+            "reachable",
+        ),
+        (
+            AccountBlocked("no", "quota", 402),
+            "accepted, but the account has no credit",
+            "reachable",
+        ),
+        (TransientError("timed out. promptdrop will retry"), "not checked", "cannot reach"),
+        (RateLimited("429 every time"), "not checked", "cannot reach"),
+        (ApiError("HTML where JSON was expected"), "not checked", "answered unexpectedly"),
+    ],
+)
+def test_each_failed_balance_call_names_what_is_wrong_with_key_or_api(
+    error: ApiError, key_result: str, api_result: str
+) -> None:
+    where = "the API at http://127.0.0.1:9"
+    rows = refused(error, where) if isinstance(error, AccountBlocked) else unreachable(error, where)
+    key_row, api_row = rows
+    assert (key_row.name, api_row.name) == ("API key", "API")
+    assert key_row.result.startswith(key_result)
+    assert api_result in api_row.result
+    # Exactly one of the two rows is the problem to fix.
+    assert key_row.problem != api_row.problem
+    assert "promptdrop will" not in api_row.result

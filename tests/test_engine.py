@@ -17,7 +17,7 @@ from PIL import Image
 from harness import CANARY
 from promptdrop.api import ToApisClient
 from promptdrop.api.ratelimit import RateLimits
-from promptdrop.commands.admin import retry
+from promptdrop.commands.retry import retry
 from promptdrop.emulator import Emulator, Faults
 from promptdrop.jobs.engine import Engine, EngineOptions
 from promptdrop.ledger import LEDGER_NAME, JobState, Ledger

@@ -4,6 +4,7 @@ emulator, and the ledger file is read directly to see what the daemon knew at ea
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -26,6 +27,7 @@ import pytest
 from harness import CANARY, spawn
 from promptdrop.emulator import Emulator, EmulatorConfig
 from promptdrop.ledger import LEDGER_NAME
+from promptdrop.service.loop import IDLE_WAIT, idle_wait, pinging, status_text
 from promptdrop.service.sdnotify import Notifier, socket_address, watchdog_interval
 
 KEY = CANARY  # the suite-wide canary: the session-end scan looks for it
@@ -274,6 +276,88 @@ def test_the_watchdog_is_pinged_at_half_its_period_and_only_by_its_own_process()
     assert watchdog_interval({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "7"}, pid=7) == 1.0
     assert watchdog_interval({}) is None
     assert watchdog_interval({"WATCHDOG_USEC": "0"}) is None
+
+
+@pytest.mark.parametrize(
+    ("roots", "counts", "done", "pause", "expected"),
+    [
+        (1, {}, 0, None, "Watching 1 folder; 0 tasks running; 0 images done today"),
+        (
+            2,
+            {"submitting": 1, "running": 2, "downloading": 1, "pending": 9, "done": 4},
+            1,
+            None,
+            "Watching 2 folders; 4 tasks running; 1 image done today",
+        ),
+        (
+            3,
+            {"running": 1, "waiting": 5},
+            2,
+            None,
+            "Watching 3 folders; 1 task running; 2 images done today; "
+            "5 waiting for the daily budget",
+        ),
+        (
+            1,
+            {},
+            0,
+            "key rejected: HTTP 401 from the API",
+            "Watching 1 folder; 0 tasks running; 0 images done today; "
+            "submissions paused: key rejected",
+        ),
+    ],
+)
+def test_the_status_line_counts_running_tasks_todays_images_the_budget_and_a_pause(
+    roots: int, counts: dict[str, int], done: int, pause: str | None, expected: str
+) -> None:
+    """Pending and done jobs are not "running"; a pause shows its reason up to the colon."""
+    assert status_text(roots, counts, done, pause) == expected
+
+
+@pytest.mark.parametrize(
+    ("watchdog_every", "expected"),
+    [(None, IDLE_WAIT), (30.0, IDLE_WAIT), (0.6, 0.3), (0.001, 0.01)],
+)
+def test_the_loop_waits_for_events_no_longer_than_half_a_watchdog_interval(
+    watchdog_every: float | None, expected: float
+) -> None:
+    assert idle_wait(watchdog_every) == pytest.approx(expected)
+
+
+def test_a_slow_blocking_read_off_the_loop_does_not_stop_the_watchdog_pings(
+    tmp_path: Path,
+) -> None:
+    """While a rules file on a hung share is read in a thread, the loop keeps pinging."""
+    path = tmp_path / "notify"
+    share = threading.Event()  # the "share" answers only when the test says so
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(path))
+        listener.settimeout(5)
+        notifier = Notifier({"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "20000"})
+
+        def slow_read() -> bool:
+            return share.wait(5)  # False: no pings came while this thread was blocked
+
+        async def reload_while_pinged() -> bool:
+            return await pinging(notifier, 0.005, slow_read)
+
+        def answer_after_three_pings() -> None:
+            pings = 0
+            with contextlib.suppress(TimeoutError):
+                while pings < 3:
+                    if listener.recv(64) == b"WATCHDOG=1":
+                        pings += 1
+                share.set()
+
+        answerer = threading.Thread(target=answer_after_three_pings)
+        answerer.start()
+        try:
+            assert asyncio.run(reload_while_pinged()) is True
+        finally:
+            share.set()
+            answerer.join(10)
+            notifier.close()
+        assert not answerer.is_alive()
 
 
 # ------------------------------------------------------------------------------ the daemon

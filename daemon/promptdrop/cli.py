@@ -5,12 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from promptdrop import __version__
-
-if TYPE_CHECKING:
-    from promptdrop.ledger import LedgerBase
 
 DESCRIPTION = """\
 promptdrop turns NAME.prompt.toml files dropped into watched folders into images
@@ -23,174 +19,74 @@ folder (default: $STATE_DIRECTORY, else $XDG_STATE_HOME/promptdrop).
 """
 
 
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from promptdrop.commands.check import run_check
 
     return run_check([Path(p) for p in args.paths], sys.stdout, root=args.root)
 
 
-def _state_dir(args: argparse.Namespace) -> Path:
-    from promptdrop.ledger import default_state_dir
-
-    return Path(args.state_dir) if args.state_dir else default_state_dir()
-
-
-def _existing_ledger(args: argparse.Namespace, command: str) -> Path | None:
-    """The ledger file, or None after saying plainly that there is none yet."""
-    from promptdrop.ledger import LEDGER_NAME
-
-    path = _state_dir(args) / LEDGER_NAME
-    if not path.exists():
-        print(
-            f"promptdrop {command}: no ledger yet at {path} (the daemon has not run with this "
-            "state folder; see --state-dir)",
-            file=sys.stderr,
-        )
-        return None
-    return path
-
-
 def _cmd_watch(args: argparse.Namespace) -> int:
-    import asyncio
-    import os
-
     from promptdrop import logs
-    from promptdrop.api import DEFAULT_BASE_URL
-    from promptdrop.jobs.engine import EngineOptions
-    from promptdrop.ledger import LedgerUnavailable
-    from promptdrop.service.runner import (
-        AlreadyRunning,
-        ConfigError,
-        WatchOptions,
-        resolve_api_key,
-        run,
-    )
-    from promptdrop.spec import RulesFile, SpecError, read_rules, rules_for_folders
+    from promptdrop.commands.watch import WatchArgs, run_watch
 
     logs.configure(json=None if args.log_format == "auto" else args.log_format == "json")
-    try:
-        if args.rules:
-            rules = read_rules(Path(args.rules))
-        elif args.folders:
-            rules = rules_for_folders([Path(f) for f in args.folders])
-        else:
-            print(
-                "promptdrop watch: name a folder to watch, or a rules file with --rules",
-                file=sys.stderr,
-            )
-            return 2
-        key = resolve_api_key(Path(args.api_key_file) if args.api_key_file else None)
-        if not key:
-            print(
-                "promptdrop watch: no API key. Set TOAPIS_API_KEY, or pass --api-key-file, "
-                "or (under systemd) the credential 'toapis-api-key'. To try promptdrop "
-                "without a key, run: promptdrop demo",
-                file=sys.stderr,
-            )
-            return 2
-        logs.register_secret(key)
-        base_url = os.environ.get("TOAPIS_BASE_URL") or rules.api.base_url or DEFAULT_BASE_URL
-        metrics = None
-        if args.metrics:
-            from promptdrop.service.metrics import parse_address
-
-            try:
-                metrics = parse_address(args.metrics)
-            except ValueError as exc:
-                print(f"promptdrop watch: --metrics: {exc}", file=sys.stderr)
-                return 2
-        # SIGHUP reads the same rules again: the file, or the folders named on the command line.
-        rules_path = Path(args.rules) if args.rules else None
-        folders = [Path(f) for f in args.folders]
-
-        def reload_rules() -> RulesFile:
-            return read_rules(rules_path) if rules_path else rules_for_folders(folders)
-
-        opts = WatchOptions(
-            rules=rules,
-            state_dir=_state_dir(args),
-            api_key=key,
-            base_url=base_url,
-            once=args.once,
-            progress=args.once and sys.stderr.isatty(),
-            engine=EngineOptions(
-                poll_first=args.poll_interval,
-                poll_interval=args.poll_interval,
-                lease_ttl=args.lease_time,
-            ),
-            reload_rules=reload_rules,
-            metrics=metrics,
-            ledger=args.ledger or rules.ledger,
-        )
-        return asyncio.run(run(opts))
-    except SpecError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    except (AlreadyRunning, ConfigError) as exc:
-        print(f"promptdrop watch: {exc}", file=sys.stderr)
-        return 2
-    except LedgerUnavailable as exc:
-        # The shared ledger stayed away longer than the daemon waits; under systemd,
-        # Restart=on-failure starts it again.
-        print(
-            f"promptdrop watch: {exc}; stopping (running tasks resume on the next start)",
-            file=sys.stderr,
-        )
-        return 1
+    watch = WatchArgs(
+        folders=[Path(f) for f in args.folders],
+        rules=_path(args.rules),
+        state_dir=_path(args.state_dir),
+        api_key_file=_path(args.api_key_file),
+        once=args.once,
+        poll_interval=args.poll_interval,
+        lease_time=args.lease_time,
+        metrics=args.metrics,
+        ledger=args.ledger,
+    )
+    return run_watch(watch, sys.stderr)
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from promptdrop import logs
     from promptdrop.commands.doctor import run_doctor
+    from promptdrop.commands.existing import state_dir_or_default
 
     # The table is the output; the API client's retry lines would only clutter it.
     logs.configure(json=False, level="error")
     return run_doctor(
-        Path(args.rules) if args.rules else None,
+        _path(args.rules),
         [Path(f) for f in args.folders],
-        _state_dir(args),
-        Path(args.api_key_file) if args.api_key_file else None,
+        state_dir_or_default(_path(args.state_dir)),
+        _path(args.api_key_file),
         sys.stdout,
     )
 
 
-def _open_existing(args: argparse.Namespace, command: str) -> LedgerBase | None:
-    """The shared ledger (--ledger), else the state directory's; None after saying why not."""
-    from promptdrop.ledger import Ledger, LedgerUnavailable, LedgerUrlError, open_ledger
-
-    if not args.ledger:
-        path = _existing_ledger(args, command)
-        return None if path is None else Ledger(path)
-    try:
-        return open_ledger(args.ledger, _state_dir(args))
-    except (LedgerUrlError, LedgerUnavailable) as exc:
-        print(f"promptdrop {command}: {exc}", file=sys.stderr)
-        return None
-
-
 def _cmd_status(args: argparse.Namespace) -> int:
-    from promptdrop.commands.admin import print_status
+    from promptdrop.commands.status import run_status
 
-    ledger = _open_existing(args, "status")
-    if ledger is None:
-        return 1
-    with ledger:
-        return print_status(ledger, sys.stdout, as_json=args.json)
+    return run_status(
+        state_dir=_path(args.state_dir),
+        ledger_url=args.ledger,
+        as_json=args.json,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
 
 
 def _cmd_retry(args: argparse.Namespace) -> int:
-    from promptdrop.commands.admin import retry
+    from promptdrop.commands.retry import run_retry
 
-    ledger = _open_existing(args, "retry")
-    if ledger is None:
-        return 1
-    with ledger:
-        n = retry(ledger, Path(args.path), sys.stdout, force=args.force)
-    print(
-        f"{n} job(s) queued again; the running daemon picks them up within seconds "
-        "(or the next `promptdrop watch`)."
+    return run_retry(
+        Path(args.path),
+        state_dir=_path(args.state_dir),
+        ledger_url=args.ledger,
+        force=args.force,
+        out=sys.stdout,
+        err=sys.stderr,
     )
-    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -198,7 +94,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from promptdrop.commands.demo import run_demo
 
     logs.configure(json=False, level="warning")
-    return run_demo(Path(args.folder), Path(args.state_dir) if args.state_dir else None)
+    return run_demo(Path(args.folder), _path(args.state_dir))
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -216,15 +112,25 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="promptdrop",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def _state_dir_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where the ledger lives (default: $PROMPTDROP_STATE_DIR, else "
+        "$STATE_DIRECTORY, else $XDG_STATE_HOME/promptdrop); keep it on local disk",
     )
-    parser.add_argument("--version", action="version", version=f"promptdrop {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+
+def _ledger_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ledger",
+        metavar="URL",
+        help="the ledger shared with other hosts in PostgreSQL "
+        "(postgresql://USER@HOST/DB); default: SQLite in the state directory",
+    )
+
+
+def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "check",
         help="validate prompt files, folder defaults and rules files",
@@ -242,22 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_check)
 
-    def state_dir_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--state-dir",
-            metavar="DIR",
-            help="where the ledger lives (default: $PROMPTDROP_STATE_DIR, else "
-            "$STATE_DIRECTORY, else $XDG_STATE_HOME/promptdrop); keep it on local disk",
-        )
 
-    def ledger_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--ledger",
-            metavar="URL",
-            help="the ledger shared with other hosts in PostgreSQL "
-            "(postgresql://USER@HOST/DB); default: SQLite in the state directory",
-        )
-
+def _add_watch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "watch",
         help="the daemon: watch folders and turn prompt files into images",
@@ -274,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="process every prompt file present, wait for the images, and exit: "
         "0 when all succeeded, 1 when some failed",
     )
-    state_dir_option(p)
+    _state_dir_option(p)
     p.add_argument("--api-key-file", metavar="FILE", help="read the API key from this file")
     p.add_argument(
         "--poll-interval",
@@ -295,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464)",
     )
-    ledger_option(p)
+    _ledger_option(p)
     p.add_argument(
         "--lease-time",
         type=float,
@@ -306,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_watch)
 
+
+def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "doctor",
         help="check the key, the API, the watched folders and system limits",
@@ -317,20 +211,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("folders", nargs="*", metavar="FOLDER", help="a folder watch would watch")
     p.add_argument("--rules", metavar="FILE", help="the rules file watch would use")
-    state_dir_option(p)
+    _state_dir_option(p)
     p.add_argument("--api-key-file", metavar="FILE", help="read the API key from this file")
     p.set_defaults(func=_cmd_doctor)
 
+
+def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "status",
         help="list the jobs in the ledger",
         description="List every job: state, prompt file, task, image, error.",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    state_dir_option(p)
-    ledger_option(p)
+    _state_dir_option(p)
+    _ledger_option(p)
     p.set_defaults(func=_cmd_status)
 
+
+def _add_retry(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "retry",
         help="make a file or folder again on purpose",
@@ -343,10 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also regenerate images that were made successfully (paid again)",
     )
-    state_dir_option(p)
-    ledger_option(p)
+    _state_dir_option(p)
+    _ledger_option(p)
     p.set_defaults(func=_cmd_retry)
 
+
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
         help="try promptdrop on example prompts with the built-in emulator",
@@ -359,9 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="promptdrop-demo",
         help="where to put the examples (default ./promptdrop-demo)",
     )
-    state_dir_option(p)
+    _state_dir_option(p)
     p.set_defaults(func=_cmd_demo)
 
+
+def _add_schema(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "schema",
         help="print the JSON Schema of prompt files, folder defaults or rules files",
@@ -376,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_schema)
 
+
+def _add_emulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "emulator",
         help="run a local server that behaves like the ToAPIs API",
@@ -386,6 +290,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(func=_cmd_emulator)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="promptdrop",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"promptdrop {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_check(sub)
+    _add_watch(sub)
+    _add_doctor(sub)
+    _add_status(sub)
+    _add_retry(sub)
+    _add_demo(sub)
+    _add_schema(sub)
+    _add_emulator(sub)
     return parser
 
 

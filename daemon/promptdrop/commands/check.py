@@ -55,15 +55,10 @@ def _checker(path: Path, root: Path) -> Callable[[], object] | None:
     return None
 
 
-def run_check(paths: Sequence[Path], out: TextIO, root: Path | None = None) -> int:
-    """Check every file and folder in `paths`; print `path:line:col: message` per problem.
-
-    Folders are searched recursively for `*.prompt.toml` and `.promptdrop.toml`; a file given
-    by name may also be a rules file (any other `*.toml`). The watched root used for `..` and
-    symlink checks is `root`, else the folder argument, else a file argument's folder. Ends with
-    a summary line. Returns 0 when all files are valid, 1 when any has a problem, 2 when a path
-    does not exist or is not a file promptdrop reads (nothing is checked then).
-    """
+def _collect(
+    paths: Sequence[Path], root: Path | None
+) -> tuple[list[tuple[Path, Callable[[], object]]], list[str]]:
+    """Each file to check with its checker, and the usage errors (paths that cannot be)."""
     jobs: list[tuple[Path, Callable[[], object]]] = []
     usage_errors: list[str] = []
     for given in paths:
@@ -85,6 +80,19 @@ def run_check(paths: Sequence[Path], out: TextIO, root: Path | None = None) -> i
                 )
             else:
                 jobs.append((given, check))
+    return jobs, usage_errors
+
+
+def run_check(paths: Sequence[Path], out: TextIO, root: Path | None = None) -> int:
+    """Check every file and folder in `paths`; print `path:line:col: message` per problem.
+
+    Folders are searched recursively for `*.prompt.toml` and `.promptdrop.toml`; a file given
+    by name may also be a rules file (any other `*.toml`). The watched root used for `..` and
+    symlink checks is `root`, else the folder argument, else a file argument's folder. Ends with
+    a summary line. Returns 0 when all files are valid, 1 when any has a problem, 2 when a path
+    does not exist or is not a file promptdrop reads (nothing is checked then).
+    """
+    jobs, usage_errors = _collect(paths, root)
     if usage_errors:
         for line in usage_errors:
             print(line, file=out)

@@ -1,0 +1,165 @@
+"""`promptdrop watch --once`: one pass over every prompt file present, then exit.
+
+Each rule's root is scanned (off the event loop: a root may be on a slow share), every file is
+handed to the engine, and the pass waits until the engine is idle. The exit code says whether
+every file's images were made (0) or some failed or the pass was stopped (1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from promptdrop.jobs.engine import Engine
+from promptdrop.ledger import FINAL, JobState
+from promptdrop.service.config import WatchOptions
+from promptdrop.service.lifecycle import Flags, installed_signals
+from promptdrop.spec import RuleConfig
+from promptdrop.watch import is_conflict_copy
+
+log = structlog.get_logger("promptdrop.service")
+PROGRESS_EVERY = 1.0  # how often the progress bar (or line) is brought up to date
+LOG_EVERY = 10.0  # without a terminal: seconds between two progress log lines
+
+Scan = Callable[[RuleConfig], Iterator[Path]]
+
+
+async def run_once(engine: Engine, opts: WatchOptions, scan: Scan) -> int:
+    """Hand every prompt file `scan` finds under the rules' roots to the engine and wait for
+    their images; 0 when all were made (or wait for tomorrow's budget), else 1."""
+    flags = Flags()
+    with installed_signals(flags):
+        return await _one_pass(engine, opts, scan, flags)
+
+
+async def _one_pass(engine: Engine, opts: WatchOptions, scan: Scan, flags: Flags) -> int:
+    engine.resume()
+    sources = await _hand_over(engine, opts.rules.rules, scan)
+    log.info("scan done", prompt_files=len(sources))
+    if not await _wait_idle(engine, sources, flags, progress=opts.progress):
+        log.info("stopping on signal; running tasks resume on the next start")
+        await engine.drain()
+        return 1
+    # Stop the engine's timers (the budget's midnight wake-up) before the ledger is closed.
+    await engine.drain()
+    waiting = waiting_sources(engine, sources)
+    if waiting:
+        log.info(
+            "files wait for the next day's budget; run again tomorrow, or keep the daemon running",
+            files=waiting,
+        )
+    return 0 if all_done(engine, sources) else 1
+
+
+async def _hand_over(engine: Engine, rules: list[RuleConfig], scan: Scan) -> list[Path]:
+    """Every prompt file found, handed to the engine; returns them (conflict copies aside)."""
+    sources: list[Path] = []
+    for rule in rules:
+        for path in await asyncio.to_thread(_listed, scan, rule):
+            if is_conflict_copy(path.name):
+                engine.handle_conflict(path, rule)
+                continue
+            sources.append(path)
+            await engine.handle_file(path, rule)
+    return sources
+
+
+async def _wait_idle(engine: Engine, sources: list[Path], flags: Flags, *, progress: bool) -> bool:
+    """Wait for the engine to be idle, showing progress; False when a signal stopped it."""
+    waiter = asyncio.ensure_future(engine.wait_idle())
+    stopped = asyncio.ensure_future(flags.stop.wait())
+    bar = Progress(engine, sources, enabled=progress)
+    try:
+        while not waiter.done():
+            await asyncio.wait(
+                {waiter, stopped}, timeout=PROGRESS_EVERY, return_when=asyncio.FIRST_COMPLETED
+            )
+            bar.update()
+            if flags.stop.is_set():
+                return False
+        return True
+    finally:
+        bar.close()
+        waiter.cancel()
+        stopped.cancel()
+
+
+def _listed(scan: Scan, rule: RuleConfig) -> list[Path]:
+    return list(scan(rule))
+
+
+def jobs_of(engine: Engine, path: Path) -> tuple[str, list[JobState]]:
+    """A prompt file's status in the ledger and the states of the jobs it asks for now."""
+    src = engine.ledger.get_source(path)
+    if src is None:
+        return "unknown", []
+    if src.status != "active" or not src.request_hash:
+        return src.status, []
+    states = [
+        j.state
+        for j in engine.ledger.jobs_for_request(src.request_hash)
+        if j.image_index <= (src.image_count or 1)
+    ]
+    return src.status, states
+
+
+def waiting_sources(engine: Engine, sources: list[Path]) -> int:
+    """How many of `sources` have a job held back by a spent daily budget."""
+    return sum(1 for p in sources if JobState.WAITING in jobs_of(engine, p)[1])
+
+
+def all_done(engine: Engine, sources: list[Path]) -> bool:
+    """Whether every source is valid and each of its jobs is done or waiting for the budget."""
+    ok = True
+    for path in sources:
+        status, states = jobs_of(engine, path)
+        # Waiting for tomorrow's budget is not a failure: the rule asked for it.
+        if status != "active" or any(s not in (JobState.DONE, JobState.WAITING) for s in states):
+            ok = False
+    return ok
+
+
+class Progress:
+    """A progress bar on a terminal; a log line every 10 s otherwise."""
+
+    def __init__(self, engine: Engine, sources: list[Path], *, enabled: bool) -> None:
+        self.engine = engine
+        self.sources = sources
+        self.bar: Any = None
+        self.last_log = time.monotonic()
+        if enabled:
+            from tqdm import tqdm  # type: ignore[import-untyped]
+
+            self.bar = tqdm(total=self._total(), unit="image", file=sys.stderr)
+
+    def _total(self) -> int:
+        return sum(max(len(jobs_of(self.engine, p)[1]), 1) for p in self.sources)
+
+    def _finished(self) -> int:
+        n = 0
+        for p in self.sources:
+            status, states = jobs_of(self.engine, p)
+            n += 1 if status != "active" else sum(1 for s in states if s in FINAL)
+        return n
+
+    def update(self) -> None:
+        """Bring the bar (or, every LOG_EVERY seconds, the log) up to date."""
+        done = self._finished()
+        if self.bar is not None:
+            self.bar.n = done
+            self.bar.refresh()
+        elif time.monotonic() - self.last_log >= LOG_EVERY:
+            self.last_log = time.monotonic()
+            log.info("progress", finished=done, total=self._total())
+
+    def close(self) -> None:
+        """Show the final count and release the terminal line."""
+        if self.bar is not None:
+            self.update()
+            self.bar.close()
