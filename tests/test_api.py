@@ -527,13 +527,14 @@ def test_an_exhausted_quota_blocks_the_account_and_creates_nothing(
     assert emu.stats()["submissions"] == [] and emu.stats()["submit_requests"] == 1
 
 
-def test_an_unknown_task_is_not_found_in_both_documented_shapes(make_emulator: Factory) -> None:
+def test_an_unknown_task_is_not_found_in_every_documented_shape(make_emulator: Factory) -> None:
+    """404 task_not_found, 404 not_found_error (integer code) and 400 task_not_exist."""
     emu = make_emulator()
 
     async def run() -> list[ApiError]:
         errors: list[ApiError] = []
         async with client_for(emu) as client:
-            for _ in range(2):
+            for _ in range(3):
                 try:
                     await client.get_task("task_img_does_not_exist")
                 except TaskNotFound as exc:
@@ -541,7 +542,43 @@ def test_an_unknown_task_is_not_found_in_both_documented_shapes(make_emulator: F
         return errors
 
     errors = asyncio.run(run())
-    assert len(errors) == 2 and all(e.status == 404 for e in errors)
+    assert [(e.status, e.code) for e in errors] == [
+        (404, "task_not_found"),
+        (404, 404),
+        (400, None),
+    ]
+    assert emu.stats()["polls"] == 3  # not found is final: never retried
+
+
+def test_a_task_the_api_forgets_is_not_found_on_every_poll(make_emulator: Factory) -> None:
+    emu = make_emulator(faults=Faults(task_gone=1.0))
+
+    async def run() -> tuple[TaskState, list[int | None]]:
+        statuses: list[int | None] = []
+        async with client_for(emu) as client:
+            task = await client.submit(model=MODEL, prompt="gone", size="1:1")
+            for _ in range(4):
+                with pytest.raises(TaskNotFound) as caught:
+                    await client.get_task(task.id)
+                statuses.append(caught.value.status)
+        return task, statuses
+
+    task, statuses = asyncio.run(run())
+    assert task.status == "running" and task.id
+    assert statuses == [404, 404, 400, 404]
+    assert emu.stats()["faults_injected"] == {"task_gone": 1}
+
+
+def test_a_400_on_a_submit_is_a_rejection_not_a_missing_task(make_emulator: Factory) -> None:
+    emu = make_emulator()
+
+    async def run() -> None:
+        async with client_for(emu) as client:
+            await client.submit(model=MODEL, prompt="x", size="7:3")
+
+    with pytest.raises(RequestRejected) as caught:
+        asyncio.run(run())
+    assert not isinstance(caught.value, TaskNotFound) and caught.value.status == 400
 
 
 def test_an_expired_result_is_unavailable(make_emulator: Factory) -> None:

@@ -287,13 +287,68 @@ def test_without_a_configured_key_any_bearer_token_is_accepted(factory_emu: Fact
         assert empty.get("/v1/balance").status_code == 401
 
 
-def test_unknown_tasks_answer_404_in_both_documented_shapes(emulator: Emulator) -> None:
+UNKNOWN_TASK_ANSWERS = [
+    (404, {"error": {"code": "task_not_found", "message": "Task not found"}}),
+    (404, {"error": {"code": 404, "message": "Task not found", "type": "not_found_error"}}),
+    (400, {"message": "task_not_exist"}),
+]
+
+
+def _unknown_answer(resp: httpx.Response) -> tuple[int, dict[str, Any]]:
+    """The status and body of an unknown-task answer, without the body's `type` for
+    task_not_found (the docs do not agree on it)."""
+    data: dict[str, Any] = resp.json()
+    error = data.get("error")
+    if isinstance(error, dict) and error.get("code") == "task_not_found":
+        data = {"error": {k: v for k, v in error.items() if k != "type"}}
+    return resp.status_code, data
+
+
+def test_unknown_tasks_answer_in_turn_in_the_three_documented_shapes(emulator: Emulator) -> None:
     with api(emulator) as client:
-        answers = [client.get("/v1/images/generations/task_img_nope") for _ in range(2)]
-    assert [r.status_code for r in answers] == [404, 404]
-    shapes = [r.json() for r in answers]
-    assert {"message": "task_not_exist"} in shapes
-    assert any(s.get("error", {}).get("code") == "task_not_found" for s in shapes)
+        answers = [client.get("/v1/images/generations/task_img_nope") for _ in range(6)]
+    assert [_unknown_answer(r) for r in answers] == UNKNOWN_TASK_ANSWERS * 2
+
+
+def test_the_first_answer_for_an_unknown_task_is_the_error_tables_404(emulator: Emulator) -> None:
+    with api(emulator) as client:
+        first = client.get("/v1/images/generations/task_img_nope")
+    assert _unknown_answer(first) == UNKNOWN_TASK_ANSWERS[0]
+
+
+def test_a_gone_task_is_created_then_every_poll_answers_as_for_an_unknown_task(
+    factory_emu: Factory,
+) -> None:
+    # No latency: a task the emulator still knew would answer "completed" at once.
+    emu = factory_emu(latency=0.0, faults=Faults(task_gone=1.0))
+    with api(emu) as client:
+        created = client.post("/v1/images/generations", json=body())
+        assert created.status_code == 200 and created.json()["id"].startswith("task_img_")
+        task_id = created.json()["id"]
+        polls = [client.get(f"/v1/images/generations/{task_id}") for _ in range(3)]
+    assert [_unknown_answer(r) for r in polls] == UNKNOWN_TASK_ANSWERS
+    stats = emu.stats()
+    assert stats["faults_injected"] == {"task_gone": 1}
+    assert [s["task_id"] for s in stats["submissions"]] == [task_id]
+
+
+def test_task_gone_is_a_share_of_new_tasks_counted_in_stats(factory_emu: Factory) -> None:
+    emu = factory_emu(seed=3, latency=0.0, faults=Faults(task_gone=0.5))
+    with api(emu) as client:
+        ids = [client.post("/v1/images/generations", json=body()).json()["id"] for _ in range(20)]
+        statuses = [client.get(f"/v1/images/generations/{i}").status_code for i in ids]
+    gone = sum(1 for status in statuses if status != 200)
+    assert 0 < gone < 20
+    assert emu.stats()["faults_injected"] == {"task_gone": gone}
+
+
+def test_task_gone_is_off_by_default_and_takes_a_rate_from_0_to_1() -> None:
+    assert Faults().task_gone == 0.0
+    assert Faults.from_dict({"task_gone": 1}).task_gone == 1.0
+    assert Faults(task_gone=0.25).to_dict()["task_gone"] == 0.25
+    for bad in (-0.1, 1.5, True, "1"):
+        with pytest.raises(ValueError, match="task_gone"):
+            Faults.from_dict({"task_gone": bad})
 
 
 # --- uploads -----------------------------------------------------------------------------------
@@ -621,6 +676,10 @@ def test_faults_can_be_set_over_http(emulator: Emulator) -> None:
         assert bad.status_code == 400
         assert control.post("/_emulator/faults", json={"reset": 2}).status_code == 400
         assert emulator.faults.html_502 == 1.0
+        assert control.post("/_emulator/faults", json={"task_gone": 2}).status_code == 400
+        gone = control.post("/_emulator/faults", json={"task_gone": 1.0})
+        assert gone.status_code == 200 and gone.json()["task_gone"] == 1.0
+        assert emulator.faults == Faults(task_gone=1.0)
 
 
 # --- stats and control -----------------------------------------------------------------------
@@ -705,6 +764,28 @@ def test_the_emulator_command_refuses_bad_faults_json() -> None:
     from promptdrop.cli import main
 
     assert main(["emulator", "--port", "0", "--faults", '{"nonsense": 1}']) == 2
+    assert main(["emulator", "--port", "0", "--faults", '{"task_gone": 2}']) == 2
+
+
+def test_the_emulator_command_takes_task_gone_in_its_faults_json() -> None:
+    faults = '{"task_gone": 1.0}'
+    command = [sys.executable, "-m", "promptdrop", "emulator", "--port", "0", "--faults", faults]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        match = re.search(r"API on (http://\S+) ", proc.stdout.readline())
+        assert match
+        with httpx.Client(base_url=match.group(1), headers={"Authorization": "Bearer k"}) as c:
+            task_id = c.post("/v1/images/generations", json=body()).json()["id"]
+            assert c.get(f"/v1/images/generations/{task_id}").status_code == 404
+            assert c.get("/_emulator/stats").json()["faults_injected"] == {"task_gone": 1}
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0
 
 
 # --- fixture ---------------------------------------------------------------------------------

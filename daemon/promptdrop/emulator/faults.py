@@ -35,7 +35,13 @@ STAT_NAMES = {
     "malformed_json": "malformed_json",
 }
 
-_RATES = (*REQUEST_FAULTS, "task_failed", "url_top_level_only", "expired_results")
+_RATES = (
+    *REQUEST_FAULTS,
+    "task_failed",
+    "task_gone",
+    "url_top_level_only",
+    "expired_results",
+)
 _FLAGS = ("outage", "auth_fail", "quota_exhausted")
 
 
@@ -59,12 +65,18 @@ class Faults:
 
     Other faults:
     - task_failed: share of new tasks that end "failed" (decided when the task is created).
+    - task_gone: share of new tasks the API forgets right after creating them: the submit
+      answers as usual (the task is counted and paid for), then every poll of it answers as
+      an unknown task does, and its result is never served. Counted as "task_gone".
     - running_status: the status name while queued ("queued", or "pending", "submitted",
       "" or any other running name; "completed" and "failed" are not allowed).
     - url_top_level_only: share of tasks whose completed answer carries the URL only as a
       top-level `url` (no `result`); decided per task at its first completed answer.
     - expired_results: share of result URLs refused as expired (404) at download; decided
       per URL at its first download.
+    - Unknown tasks (never created, forgotten, or cleared by reset) are answered in turn
+      404 {"error": {"code": "task_not_found", ...}}, 404 {"error": {"code": 404,
+      "type": "not_found_error", ...}} and 400 {"message": "task_not_exist"}.
     - outage: every API request answers 503. auth_fail: every API request answers 401.
       quota_exhausted: every submit answers 402 insufficient_quota (nothing is created)
       and /v1/balance reports 0.
@@ -82,6 +94,7 @@ class Faults:
     rate_429: float = 0.0
     retry_after_format: str = "seconds"
     task_failed: float = 0.0
+    task_gone: float = 0.0
     running_status: str = "queued"
     url_top_level_only: float = 0.0
     expired_results: float = 0.0

@@ -8,12 +8,8 @@ from typing import Any
 
 from promptdrop.emulator.config import EmulatorConfig
 from promptdrop.emulator.faults import Faults
-from promptdrop.emulator.handlers import (
-    ApiHandler,
-    EmulatorServer,
-    EmulatorServer6,
-    FilesHandler,
-)
+from promptdrop.emulator.handlers import ApiHandler, FilesHandler
+from promptdrop.emulator.serving import EmulatorServer, EmulatorServer6
 from promptdrop.emulator.state import EmulatorState
 
 # How often the serve loops look for stop(): the upper bound on stop()'s wait.

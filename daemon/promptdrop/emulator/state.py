@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from promptdrop import imaging
+from promptdrop.emulator.answers import UNKNOWN_TASK_ANSWERS
 from promptdrop.emulator.config import EmulatorConfig
 from promptdrop.emulator.faults import REQUEST_FAULTS, STAT_NAMES, Faults
 from promptdrop.emulator.ratelimit import Bucket, Decision
@@ -91,7 +92,7 @@ class EmulatorState:
         self._uploads: dict[str, Upload] = {}  # file name -> upload
         self._stats = _empty_stats()
         self._created = 0
-        self._not_found_answers = 0
+        self._unknown_task_answers = 0
         self._buckets: dict[str, Bucket] = {}
         limits = self.config.rate_limits
         if limits is not None:
@@ -189,11 +190,12 @@ class EmulatorState:
                 return 0.0
             return round(max(0.0, START_BALANCE - PRICE_PER_TASK * self._created), 2)
 
-    def next_not_found_shape(self) -> int:
-        """Alternate between the two documented 404 bodies."""
+    def next_unknown_task_answer(self) -> int:
+        """Which of the UNKNOWN_TASK_ANSWERS to give next: they take turns, first one first."""
         with self._lock:
-            self._not_found_answers += 1
-            return self._not_found_answers % 2
+            turn = self._unknown_task_answers % len(UNKNOWN_TASK_ANSWERS)
+            self._unknown_task_answers += 1
+            return turn
 
     # --- tasks --------------------------------------------------------------------------
 
@@ -237,6 +239,7 @@ class EmulatorState:
             fails = self._faults.task_failed > 0 and self._rng.random() < self._faults.task_failed
             if fails:
                 self._record_fault("task_failed")
+            gone = self._faults.task_gone > 0 and self._rng.random() < self._faults.task_gone
             token = secrets.token_hex(12)
             task = Task(
                 id=f"task_img_{token}",
@@ -248,8 +251,12 @@ class EmulatorState:
                 # The docs' URLs end in .jpg whatever the format: clients must sniff.
                 file_name=f"{int(now + duration)}_{token[:8]}.jpg",
             )
-            self._tasks[task.id] = task
-            self._results[task.file_name] = task.id
+            if gone:
+                # Forgotten at once: the submit answer below is the last the API says of it.
+                self._record_fault("task_gone")
+            else:
+                self._tasks[task.id] = task
+                self._results[task.file_name] = task.id
             self._created += 1
             self._stats["submissions"].append(
                 {

@@ -52,7 +52,26 @@ def parse_submit(raw: bytes) -> SubmitRequest:
         raise InvalidRequest("The request body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    model = _model(body)
+    prompt = _prompt(body)
+    n = body.get("n")
+    # bool is an int in Python, and a quoted "1" is documented as an error.
+    if "n" in body and (type(n) is not int or n != 1):
+        raise InvalidRequest("The 'n' field must be the integer 1.", "n")
+    size = body.get("size", "1:1")
+    if size not in SIZES:
+        raise InvalidRequest(f"The 'size' field must be one of: {', '.join(SIZES)}.", "size")
+    return SubmitRequest(
+        model=model,
+        prompt=prompt,
+        size=size,
+        n=n,
+        image_urls=_image_urls(body),
+        metadata=_metadata(body),
+    )
 
+
+def _model(body: dict[str, Any]) -> str:
     model = body.get("model")
     if model is None or model == "":
         raise InvalidRequest("The 'model' field is required.", "model")
@@ -60,7 +79,10 @@ def parse_submit(raw: bytes) -> SubmitRequest:
         raise InvalidRequest(
             f"The model '{model}' is not supported. Use one of: {', '.join(MODELS)}.", "model"
         )
+    return str(model)
 
+
+def _prompt(body: dict[str, Any]) -> str:
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidRequest("The 'prompt' field is required.", "prompt")
@@ -70,16 +92,10 @@ def parse_submit(raw: bytes) -> SubmitRequest:
             f"(got {len(prompt)}).",
             "prompt",
         )
+    return prompt
 
-    n = body.get("n")
-    # bool is an int in Python, and a quoted "1" is documented as an error.
-    if "n" in body and (type(n) is not int or n != 1):
-        raise InvalidRequest("The 'n' field must be the integer 1.", "n")
 
-    size = body.get("size", "1:1")
-    if size not in SIZES:
-        raise InvalidRequest(f"The 'size' field must be one of: {', '.join(SIZES)}.", "size")
-
+def _image_urls(body: dict[str, Any]) -> tuple[str, ...]:
     image_urls = body.get("image_urls", [])
     if image_urls is None:
         image_urls = []
@@ -96,7 +112,10 @@ def parse_submit(raw: bytes) -> SubmitRequest:
             raise InvalidRequest(
                 f"image_urls[{i}] must be an http(s) URL string.", f"image_urls[{i}]"
             )
+    return tuple(image_urls)
 
+
+def _metadata(body: dict[str, Any]) -> dict[str, Any]:
     metadata = body.get("metadata", {})
     if metadata is None:
         metadata = {}
@@ -108,15 +127,7 @@ def parse_submit(raw: bytes) -> SubmitRequest:
         raise InvalidRequest(
             'metadata.orientation must be "landscape" or "portrait".', "metadata.orientation"
         )
-
-    return SubmitRequest(
-        model=model,
-        prompt=prompt,
-        size=size,
-        n=n,
-        image_urls=tuple(image_urls),
-        metadata=metadata,
-    )
+    return metadata
 
 
 def _is_http_url(value: object) -> bool:

@@ -1,0 +1,350 @@
+"""What the ToAPIs API's answers mean, per toapis-api.md: pure functions, no I/O.
+
+A task's status vocabulary, where a result URL may be, the shapes of error bodies (string or
+integer `code`, `{"error": {...}}` or a bare `{"message": ...}`, gateway HTML pages) and which
+error each answer becomes. The client feeds these the status, headers and bytes it received
+and raises what they return; `scrub` removes the API key from any text taken from an answer.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import httpx
+
+from promptdrop.api.errors import (
+    AccountBlocked,
+    ApiError,
+    RequestRejected,
+    ResultUnavailable,
+    TaskNotFound,
+)
+from promptdrop.api.retry import Failed, Fault, classify_fault
+
+RUNNING_STATUSES = frozenset({"queued", "submitted", "pending", "in_progress", ""})
+FINAL_STATUSES = frozenset({"completed", "failed"})
+
+Scrub = Callable[[str], str]
+# One API answer: its JSON object, a retryable failure, or the final error to raise.
+Answer = dict[str, Any] | Failed | ApiError
+
+
+def _unchanged(text: str) -> str:
+    return text
+
+
+@dataclass
+class TaskState:
+    """One look at a task. status is "running" until the API says completed or failed."""
+
+    id: str
+    status: Literal["running", "completed", "failed"]
+    raw_status: str
+    progress: int | None
+    url: str | None
+    expires_at: float | None
+    error: str | None
+    raw: dict[str, Any]
+
+
+@dataclass
+class Uploaded:
+    id: str
+    url: str
+    raw: dict[str, Any]
+
+
+@dataclass
+class Downloaded:
+    data: bytes
+    format: str
+
+
+# --- reading bodies -----------------------------------------------------------------------
+
+
+def read_json(content: bytes) -> tuple[Any, bool]:
+    """The decoded body and whether it was JSON at all (a gateway page is not)."""
+    try:
+        return json.loads(content), True
+    except ValueError:  # also bytes that are not UTF-8
+        return None, False
+
+
+def error_info(body: Any) -> tuple[str | None, int | str | None]:
+    """The message and code of an error body, in the documented order of places."""
+    if not isinstance(body, Mapping):
+        return None, None
+    message: Any = None
+    code: Any = None
+    err = body.get("error")
+    if isinstance(err, Mapping):
+        message, code = err.get("message"), err.get("code")
+    elif isinstance(err, str):
+        message = err
+    for key in ("fail_reason", "message"):
+        if not (isinstance(message, str) and message.strip()):
+            message = body.get(key)
+    if code is None:
+        code = body.get("code")
+    text = message.strip() if isinstance(message, str) and message.strip() else None
+    if isinstance(code, bool) or not isinstance(code, int | str):
+        code = None
+    return text, code
+
+
+def says_task_unknown(body: Any) -> bool:
+    """Whether an error body says the task does not exist, in any of its documented words."""
+    message, code = error_info(body)
+    text = (message or "").lower()
+    return "not_exist" in text or "not found" in text or code == "task_not_found"
+
+
+def _first_url(data: Any) -> Any:
+    if isinstance(data, list) and data and isinstance(data[0], Mapping):
+        return data[0].get("url")
+    return None
+
+
+def result_url(body: Mapping[str, Any]) -> str | None:
+    """The image URL of a completed task: result.data[0].url, then url, then data[0].url."""
+    result = body.get("result")
+    candidates = [
+        _first_url(result.get("data")) if isinstance(result, Mapping) else None,
+        body.get("url"),
+        _first_url(body.get("data")),
+    ]
+    for candidate in candidates:
+        if isinstance(candidate, str) and candidate.strip():
+            return candidate.strip()
+    return None
+
+
+def epoch(value: Any) -> float | None:
+    """Epoch seconds from a number, a numeric string or an ISO date; milliseconds tolerated."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                return None
+    if isinstance(value, int | float) and value > 0:
+        return float(value) / 1000.0 if value > 1e11 else float(value)
+    return None
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+# --- tasks and uploads --------------------------------------------------------------------
+
+
+def is_known_status(raw_status: str) -> bool:
+    """Whether a (normalized) status name is one the docs list; others count as running."""
+    return raw_status in RUNNING_STATUSES or raw_status in FINAL_STATUSES
+
+
+def parse_task(body: Mapping[str, Any], task_id: str | None = None) -> TaskState:
+    """Read a task answer (submit or poll) into a TaskState, per toapis-api.md.
+
+    Only "completed" and "failed" are final; anything else is "running". A completed task
+    without a result URL is reported as failed, with an error saying so.
+    """
+    raw_status = body.get("status")
+    normalized = "" if raw_status is None else str(raw_status).strip().lower()
+    tid = body.get("id")
+    progress = body.get("progress")
+    state = TaskState(
+        id=str(tid) if tid not in (None, "") else (task_id or ""),
+        status="running",
+        raw_status=normalized,
+        progress=int(progress)
+        if isinstance(progress, int | float) and not isinstance(progress, bool)
+        else None,
+        url=None,
+        expires_at=epoch(body.get("expires_at")),
+        error=None,
+        raw=dict(body),
+    )
+    if normalized == "completed":
+        state.url = result_url(body)
+        if state.url is None:
+            state.status = "failed"
+            state.error = (
+                "The image service said the image was finished but gave no address "
+                "to download it from."
+            )
+        else:
+            state.status = "completed"
+    elif normalized == "failed":
+        state.status = "failed"
+        message, _ = error_info(body)
+        state.error = message or "The image service reported the generation as failed."
+    return state
+
+
+def unknown_task(body: Mapping[str, Any], task_id: str) -> TaskNotFound | None:
+    """A 200 poll answer that is no task at all but says the task does not exist."""
+    if "status" in body or "id" in body or not says_task_unknown(body):
+        return None
+    _, code = error_info(body)
+    return TaskNotFound(f"The image service does not know task {task_id}.", 200, code)
+
+
+def parse_upload(body: Mapping[str, Any], scrub: Scrub = _unchanged) -> Uploaded | ApiError:
+    """The uploaded file's id and URL, or why the upload did not give one."""
+    info = body.get("data")
+    if body.get("success") is False or not isinstance(info, Mapping):
+        message, code = error_info(body)
+        return RequestRejected(rejected_text(message or "upload refused", None, scrub), None, code)
+    url = info.get("url")
+    if not isinstance(url, str) or not url:
+        return ApiError("The image service accepted the upload but gave no address for it.")
+    return Uploaded(id=str(info.get("id") or ""), url=url, raw=dict(body))
+
+
+# --- answers into outcomes ----------------------------------------------------------------
+
+
+def interpret_answer(
+    endpoint: str,
+    status: int,
+    content: bytes,
+    *,
+    retry_after: str | None = None,
+    now: float | None = None,
+    scrub: Scrub = _unchanged,
+) -> Answer:
+    """What one HTTP answer of the API means. endpoint: upload, submit, task or balance."""
+    body, is_json = read_json(content)
+    message, code = error_info(body)
+    detail = scrub(f"HTTP {status}: {message}" if message else f"HTTP {status}")
+    if 200 <= status < 300:
+        if isinstance(body, dict):
+            return body
+        return Failed(Fault.LOST, "the answer was not valid JSON", status)
+    if status == 429:
+        wait = parse_retry_after(retry_after, now)
+        return Failed(Fault.REFUSED, "rate limited (HTTP 429)", status, code, wait)
+    if status >= 500 or status == 408:
+        kind = detail if is_json else "a gateway page"
+        json_error = isinstance(body, dict) and ("error" in body or "message" in body)
+        fault = classify_fault(status=status, json_error=json_error)
+        return Failed(fault, f"HTTP {status}, {kind}", status, code)
+    if endpoint == "task" and (status == 404 or (status == 400 and says_task_unknown(body))):
+        return TaskNotFound(f"The image service does not know this task ({detail}).", status, code)
+    return refusal(endpoint, status, message or detail, detail, code, scrub)
+
+
+def refusal(
+    endpoint: str,
+    status: int,
+    message: str,
+    detail: str,
+    code: int | str | None,
+    scrub: Scrub = _unchanged,
+) -> ApiError:
+    """The final error of a 3xx or 4xx answer (other than 408 and 429)."""
+    if status in (400, 422):
+        return RequestRejected(rejected_text(message, status, scrub), status, code)
+    if status in (401, 403):
+        return AccountBlocked(
+            f"The image service rejected the API key ({detail}). Check "
+            "TOAPIS_API_KEY; new images wait until it is fixed.",
+            "auth",
+            status,
+            code,
+        )
+    if status == 402:
+        return AccountBlocked(
+            f"The ToAPIs account has run out of credit ({detail}). Top it "
+            "up; new images wait until then.",
+            "quota",
+            status,
+            code,
+        )
+    if status == 404:
+        return ApiError(
+            f"The image service answered 'not found' for {endpoint} ({detail}).", status, code
+        )
+    if 300 <= status < 400:
+        return ApiError(
+            f"The API address answered with a redirect (HTTP {status}); set "
+            "TOAPIS_BASE_URL to the address it points to.",
+            status,
+            code,
+        )
+    return ApiError(f"Unexpected answer from the image service ({detail}).", status, code)
+
+
+def rejected_text(message: str, status: int | None, scrub: Scrub = _unchanged) -> str:
+    """What to tell people when the API refused a request."""
+    if status == 422:
+        return (
+            f"The image service refused this prompt under its content policy: "
+            f"{scrub(message)}. Change the prompt and save the file again."
+        )
+    return (
+        f"The image service refused the request: {scrub(message)}. "
+        "Fix the prompt file and save it again."
+    )
+
+
+def interpret_download(
+    status: int, *, oversize: bool, max_bytes: int, retry_after: str | None, now: float | None
+) -> Failed | ApiError | None:
+    """What a result host's answer means; None when the bytes should be checked as an image."""
+    if status == 429:
+        wait = parse_retry_after(retry_after, now)
+        return Failed(Fault.REFUSED, "rate limited (HTTP 429)", status, retry_after=wait)
+    if status >= 500 or status == 408:
+        return Failed(Fault.LOST, f"HTTP {status}", status)
+    if status != 200:
+        return ResultUnavailable(
+            f"The finished image can no longer be downloaded (HTTP {status}): it may have "
+            "expired. Use `promptdrop retry` to generate it again.",
+            status,
+        )
+    if oversize:
+        return ResultUnavailable(
+            f"The finished image is larger than {max_bytes // (1024 * 1024)} MB; refused.", 200
+        )
+    return None
+
+
+def describe_transport_error(exc: BaseException, timeout: float) -> str:
+    """Plain words for a transport failure, without headers (scrub the result still)."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connecting to the service timed out"
+    if isinstance(exc, httpx.ConnectError):
+        return f"could not connect ({exc})" if str(exc) else "could not connect"
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return f"no complete answer within {timeout:g} seconds"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the connection closed before a complete answer arrived"
+    if isinstance(exc, httpx.ReadError | httpx.WriteError):
+        return "the connection broke during the exchange"
+    return f"{type(exc).__name__}: {exc}"
