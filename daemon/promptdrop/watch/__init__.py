@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -68,6 +67,7 @@ from promptdrop.watch.names import (
     is_ignored,
 )
 from promptdrop.watch.observers import (
+    Inbox,
     OverflowSpy,
     observer_dead,
     open_observer,
@@ -125,9 +125,7 @@ class Watcher:
             warn=self._warn,
             after_scan=self._check_ready,
         )
-        self._raw: list[tuple[RootState, FileSystemEvent]] = []
-        self._raw_lock = threading.Lock()
-        self._raw_scheduled = False
+        self._inbox = Inbox(self._handle)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[None]] = set()
@@ -145,7 +143,7 @@ class Watcher:
         if self._started:
             raise RuntimeError("this watcher was already started")
         self._started = True
-        self._loop = asyncio.get_running_loop()
+        self._loop = self._inbox.loop = asyncio.get_running_loop()
         self._spy = OverflowSpy(self._overflow_from_thread)
         self._spy.install()
         now = time.monotonic()
@@ -209,7 +207,7 @@ class Watcher:
         """The root's current observer (for tests and diagnostics)."""
         return self._states[root_name].observer
 
-    # --- observers and raw events --------------------------------------------------------
+    # --- observers and events ------------------------------------------------------------
 
     async def _start_observer(self, state: RootState) -> None:
         state.identity = await asyncio.to_thread(identity, state.base)
@@ -223,7 +221,7 @@ class Watcher:
                     state.real,
                     recursive=state.root.recursive,
                     poll_interval=state.root.poll_interval,
-                    sink=lambda event: self._push_raw(state, event),
+                    sink=lambda event: self._inbox.push(state, event),
                 )
             except OSError as exc:  # the root vanished between the check and the start
                 self._set_unavailable(state, exc.strerror or str(exc))
@@ -248,27 +246,9 @@ class Watcher:
         await self._start_observer(state)
         self._request_scan(state, "delta")
 
-    def _push_raw(self, state: RootState, event: FileSystemEvent) -> None:
-        """Runs in observer threads: hand the event to the loop, one wake-up per batch."""
-        with self._raw_lock:
-            self._raw.append((state, event))
-            if self._raw_scheduled:
-                return
-            self._raw_scheduled = True
-        loop = self._loop
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):  # loop closed: we are shutting down
-                loop.call_soon_threadsafe(self._drain_raw)
-
-    def _drain_raw(self) -> None:
-        with self._raw_lock:
-            batch, self._raw = self._raw, []
-            self._raw_scheduled = False
-        for state, event in batch:
-            if not self._stopping and state.available:
-                self._handle(state, event)
-
     def _handle(self, state: RootState, event: FileSystemEvent) -> None:
+        if self._stopping or not state.available:
+            return
         src = state.to_base(os.fsdecode(event.src_path)) if event.src_path else ""
         dest = ""
         if isinstance(event, FileSystemMovedEvent) and event.dest_path:

@@ -5,8 +5,10 @@ else happens on the watcher's asyncio loop.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable
 
 from watchdog.events import (
@@ -25,6 +27,7 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver
 
 from promptdrop.watch.health import limit_advice
+from promptdrop.watch.roots import RootState
 
 INOTIFY_LOGGER = "watchdog.observers.inotify_c"
 
@@ -119,3 +122,34 @@ def stop_observer(observer: BaseObserver) -> None:
         observer.stop()
     if observer.is_alive():
         observer.join(timeout=1.0)
+
+
+class Inbox:
+    """Raw events from observer threads, handed to `handle` on the loop in batches: one
+    wake-up of the loop per batch, however many events a burst brings."""
+
+    def __init__(self, handle: Callable[[RootState, FileSystemEvent], None]) -> None:
+        self._handle = handle
+        self._raw: list[tuple[RootState, FileSystemEvent]] = []
+        self._lock = threading.Lock()
+        self._scheduled = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def push(self, state: RootState, event: FileSystemEvent) -> None:
+        """Runs in observer threads."""
+        with self._lock:
+            self._raw.append((state, event))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        loop = self.loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # loop closed: we are shutting down
+                loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            batch, self._raw = self._raw, []
+            self._scheduled = False
+        for state, event in batch:
+            self._handle(state, event)
