@@ -31,7 +31,8 @@ from promptdrop.ledger import (
 from promptdrop.outputs import cleanup_temps
 from promptdrop.service.sdnotify import Notifier
 from promptdrop.spec import ApiSettings, RuleConfig, RulesFile, SpecError
-from promptdrop.watch import FileEvent, Watcher, WatchRoot, is_candidate, is_conflict_copy
+from promptdrop.watch import FileEvent, Watcher, WatchRoot, is_conflict_copy
+from promptdrop.watch.scan import scan
 
 log = structlog.get_logger("promptdrop.service")
 LOCK_NAME = "daemon.lock"
@@ -120,22 +121,6 @@ def _roots(rules: list[RuleConfig]) -> list[WatchRoot]:
         )
         for r in rules
     ]
-
-
-def scan(rule: RuleConfig) -> Iterator[Path]:
-    """Every prompt file present under a rule's root, as the watcher would see it."""
-    root = Path(rule.path)
-    if not rule.recursive:
-        for entry in sorted(root.iterdir()):
-            if is_candidate(entry, root) or is_conflict_copy(entry.name):
-                yield entry
-        return
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            path = Path(folder) / name
-            if is_candidate(path, root) or (name.endswith(".toml") and is_conflict_copy(name)):
-                yield path
 
 
 async def run(opts: WatchOptions) -> int:
