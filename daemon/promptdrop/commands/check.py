@@ -20,26 +20,22 @@ from promptdrop.spec import (
     read_prompt_file,
     read_rules,
 )
+from promptdrop.watch.names import classify, is_hidden_folder
 
 EXIT_VALID = 0
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
 
 
-def _ignored(name: str) -> bool:
-    """Names promptdrop never takes up: hidden files (other than folder defaults), backups."""
-    return (name.startswith(".") and name != DEFAULTS_NAME) or name.endswith("~")
-
-
 def _found_in(folder: Path) -> list[Path]:
-    """Prompt and defaults files under `folder`, skipping hidden folders below it."""
+    """Prompt and defaults files under `folder`, skipping hidden folders below it. Which names
+    are prompt files is the watcher's one name filter, so sync apps' conflict copies and
+    temporary files are left out here as the daemon leaves them out."""
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden_folder(d))
         for name in sorted(filenames):
-            if _ignored(name):
-                continue
-            if name == DEFAULTS_NAME or name.endswith(PROMPT_SUFFIX):
+            if name == DEFAULTS_NAME or classify(name) == "prompt":
                 found.append(Path(dirpath) / name)
     return found
 

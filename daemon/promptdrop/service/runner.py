@@ -8,10 +8,6 @@ other modules import from here (`run`, `WatchOptions`, `ConfigError`, `AlreadyRu
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
-
 from promptdrop.api import ToApisClient
 from promptdrop.jobs.engine import Engine
 from promptdrop.service.config import (
@@ -32,8 +28,7 @@ from promptdrop.service.lifecycle import (
 from promptdrop.service.loop import main_loop
 from promptdrop.service.once import run_once
 from promptdrop.service.sdnotify import Notifier
-from promptdrop.spec import RuleConfig
-from promptdrop.watch import is_candidate, is_conflict_copy
+from promptdrop.watch.scan import scan
 
 __all__ = [
     "AlreadyRunning",
@@ -45,22 +40,6 @@ __all__ = [
     "run",
     "scan",
 ]
-
-
-def scan(rule: RuleConfig) -> Iterator[Path]:
-    """Every prompt file present under a rule's root, as the watcher would see it."""
-    root = Path(rule.path)
-    if not rule.recursive:
-        for entry in sorted(root.iterdir()):
-            if is_candidate(entry, root) or is_conflict_copy(entry.name):
-                yield entry
-        return
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            path = Path(folder) / name
-            if is_candidate(path, root) or (name.endswith(".toml") and is_conflict_copy(name)):
-                yield path
 
 
 async def run(opts: WatchOptions) -> int:
