@@ -13,13 +13,13 @@ from enum import StrEnum
 
 from promptdrop.api import (
     AccountBlocked,
-    Ambiguous,
     ApiError,
     RateLimited,
     RequestRejected,
     ResultUnavailable,
     TaskNotFound,
     TaskState,
+    TransientError,
 )
 from promptdrop.jobs.timing import gone_confirmed
 
@@ -113,11 +113,11 @@ def interpret_submit_error(exc: ApiError, *, sent_urls: Sequence[str], requeued:
         return _blocked(exc)
     if isinstance(exc, RateLimited):
         return Outcome(Kind.RATE_LIMITED, exc.message)
-    if isinstance(exc, Ambiguous):
-        return Outcome(Kind.LOST_ANSWER, exc.message)
-    # TransientError, and anything else the client raised: it only raises these for a
-    # submit when the server proved nothing was created.
-    return Outcome(Kind.TRANSIENT, exc.message)
+    if isinstance(exc, TransientError):
+        # The client raises it for a submit only when the server proved nothing was created.
+        return Outcome(Kind.TRANSIENT, exc.message)
+    # Ambiguous, and anything the client did not promise created nothing: maybe paid.
+    return Outcome(Kind.LOST_ANSWER, exc.message)
 
 
 def interpret_created(task: TaskState) -> Outcome:
