@@ -8,14 +8,17 @@ import io
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from harness import CANARY
 from promptdrop.api import RateLimits, RetryPolicy, ToApisClient
 from promptdrop.commands.status import print_status
 from promptdrop.emulator import Emulator, Faults
+from promptdrop.jobs import budget
 from promptdrop.jobs.engine import Engine, EngineOptions, day_start, next_day
 from promptdrop.ledger import LEDGER_NAME, JobState, Ledger
 from promptdrop.outputs import note_path
@@ -346,3 +349,58 @@ def test_once_exits_0_when_the_only_unfinished_files_wait_for_the_budget(
     assert _submitted(emulator) == 2
     with Ledger(state / LEDGER_NAME) as ledger:
         assert sorted(j.state for j in ledger.jobs()) == sorted([S.DONE, S.DONE, S.WAITING])
+
+
+# --- the pure rules, with the clock passed in -----------------------------------------------
+
+_NOON = datetime(2025, 3, 14, 12, 0).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("at", "start", "end"),
+    [
+        (datetime(2025, 3, 14, 12, 0), datetime(2025, 3, 14), datetime(2025, 3, 15)),
+        (datetime(2025, 3, 14, 0, 0), datetime(2025, 3, 14), datetime(2025, 3, 15)),
+        (datetime(2025, 3, 14, 23, 59, 59), datetime(2025, 3, 14), datetime(2025, 3, 15)),
+        (datetime(2025, 12, 31, 18, 0), datetime(2025, 12, 31), datetime(2026, 1, 1)),
+        (datetime(2024, 2, 28, 9, 0), datetime(2024, 2, 28), datetime(2024, 2, 29)),
+    ],
+)
+def test_a_day_runs_from_local_midnight_to_the_next(
+    at: datetime, start: datetime, end: datetime
+) -> None:
+    assert budget.day_start(at.timestamp()) == start.timestamp()
+    assert budget.next_day(at.timestamp()) == end.timestamp()
+
+
+@pytest.mark.parametrize(
+    ("limit", "spent", "left", "room"),
+    [
+        (None, 0, None, True),
+        (None, 1000, None, True),
+        (3, 0, 3, True),
+        (3, 2, 1, True),
+        (3, 3, 0, False),
+        (3, 5, 0, False),  # a budget lowered under today's spending has no room, never less
+        (0, 0, 0, False),
+    ],
+)
+def test_the_budget_left_is_the_limit_less_what_was_spent_today(
+    limit: int | None, spent: int, left: int | None, room: bool
+) -> None:
+    assert budget.budget_left(limit, spent) == left
+    assert budget.has_room(left) is room
+
+
+@pytest.mark.parametrize(
+    ("now", "every", "wait"),
+    [
+        (_NOON, 60.0, 60.0),  # midnight is far: look again within a minute anyway
+        (budget.next_day(_NOON) - 5, 60.0, 5.0),  # midnight comes first
+        (budget.next_day(_NOON) - 0.001, 60.0, 0.01),  # never a busy loop
+    ],
+)
+def test_waiting_jobs_are_looked_at_at_midnight_or_every_so_often(
+    now: float, every: float, wait: float
+) -> None:
+    assert budget.next_check(now, every) == pytest.approx(wait)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
@@ -20,6 +21,7 @@ from promptdrop.api.ratelimit import RateLimits
 from promptdrop.commands.retry import retry
 from promptdrop.emulator import Emulator, Faults
 from promptdrop.jobs.engine import Engine, EngineOptions
+from promptdrop.jobs.timing import gone_checks
 from promptdrop.ledger import LEDGER_NAME, JobState, Ledger
 from promptdrop.outputs import note_path, read_provenance
 from promptdrop.service.runner import WatchOptions, engine_options, rate_limits, run
@@ -386,3 +388,55 @@ def test_a_prompt_file_is_settled_only_when_each_image_is_done_and_written_for_i
         assert not ledger.is_settled(tmp_path / "copy.prompt.toml", "c1")
         ledger.set_source_status(source, "retry")
         assert not ledger.is_settled(source, "c1")
+
+
+# --- a task the API no longer knows ----------------------------------------------------------
+
+
+def test_a_task_the_api_forgot_fails_after_a_few_confirmations_and_is_never_resent(
+    tmp_path: Path, emulator: Emulator, emulator_factory: Callable[..., Emulator]
+) -> None:
+    """Submitted to one emulator, resumed against a fresh one that never heard of the task."""
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    source = folder / "forgotten.prompt.toml"
+    source.write_text('prompt = "a task the API forgets"\n')
+    rule = rules_for_folders([folder]).rules[0]
+    fresh = emulator_factory(latency=0.05, jitter=0.0, rate_limits=None)
+    window = 0.4
+
+    async def main() -> tuple[JobState, str | None, float]:
+        with Ledger(tmp_path / "state" / LEDGER_NAME) as ledger:
+            async with ToApisClient(CANARY, emulator.base_url) as client:
+                first = Engine(ledger, client, [rule], EngineOptions(poll_first=60.0))
+                await first.handle_file(source, rule)
+                deadline = time.monotonic() + 10
+                while ledger.jobs()[0].state is not JobState.RUNNING:
+                    assert time.monotonic() < deadline, "never submitted"
+                    await asyncio.sleep(0.02)
+                await first.drain()
+            async with ToApisClient(CANARY, fresh.base_url) as client:
+                again = Engine(
+                    ledger,
+                    client,
+                    [rule],
+                    EngineOptions(poll_first=0.05, poll_interval=0.05, gone_window=window),
+                )
+                started = time.monotonic()
+                again.resume()
+                await asyncio.wait_for(again.wait_idle(), timeout=30)
+                job = ledger.jobs()[0]
+                return job.state, job.error, time.monotonic() - started
+
+    state, error, took = asyncio.run(main())
+    assert state is JobState.FAILED
+    assert error is not None and "no longer knows this task" in error
+    text = note_path(source).read_text()
+    assert "no longer knows this task" in text and "promptdrop retry" in text
+    assert "paid again" in text
+    assert len(emulator.stats()["submissions"]) == 1
+    stats = fresh.stats()
+    assert stats["submissions"] == [] and stats["submit_requests"] == 0  # never resent
+    assert stats["polls"] == 1 + gone_checks()  # the first answer, then the confirmations
+    assert took >= window * 0.9  # spread over the window, not given up at the first answer
+    assert not list(folder.glob("forgotten.*g"))

@@ -18,7 +18,13 @@ from promptdrop.api import RateLimits, RetryPolicy, ToApisClient, TransientError
 from promptdrop.emulator import Emulator, Faults
 from promptdrop.jobs.engine import Engine, EngineOptions
 from promptdrop.ledger import LEDGER_NAME, Ledger
-from promptdrop.service.metrics import MetricsServer, format_address, parse_address, start_metrics
+from promptdrop.service.metrics import (
+    Metrics,
+    MetricsServer,
+    format_address,
+    parse_address,
+    start_metrics,
+)
 from promptdrop.service.runner import scan
 from promptdrop.spec import rules_for_folders
 
@@ -67,7 +73,8 @@ def test_metrics_follow_the_work_over_http(tmp_path: Path, emulator: Emulator) -
                 retry=RetryPolicy(attempts=2, base=0.01),
             ) as client:
                 engine = Engine(ledger, client, [rule], FAST)
-                server = start_metrics(("127.0.0.1", 0), engine)
+                metrics = Metrics(engine)
+                server = start_metrics(("127.0.0.1", 0), metrics)
                 try:
                     # Scrapes run on the server's thread: the loop must stay free to answer.
                     before = await asyncio.to_thread(_scrape, server)
@@ -119,7 +126,7 @@ def test_metrics_follow_the_work_over_http(tmp_path: Path, emulator: Emulator) -
                     assert _value(after, "promptdrop_budget_left", rule=rule.name) == 2
                 finally:
                     server.close()
-                start_metrics(server.address, engine).close()  # the port is free again
+                start_metrics(server.address, metrics).close()  # the port is free again
 
     asyncio.run(main())
 
@@ -142,12 +149,12 @@ def test_answers_that_never_came_are_counted_as_errors_and_engines_keep_apart(
                 ) as client,
                 ToApisClient(CANARY, f"http://127.0.0.1:{dead}") as other,
             ):
-                quiet = Engine(two, other, [])
-                engine = Engine(one, client, [])
+                quiet = Metrics(Engine(two, other, []))
+                loud = Metrics(Engine(one, client, []))
                 with pytest.raises(TransientError):
                     await client.balance()
-                for eng, tries in ((engine, 2.0), (quiet, None)):
-                    server = start_metrics(("127.0.0.1", 0), eng)
+                for metrics, tries in ((loud, 2.0), (quiet, None)):
+                    server = start_metrics(("127.0.0.1", 0), metrics)
                     try:
                         samples = await asyncio.to_thread(_scrape, server)
                     finally:
@@ -170,11 +177,11 @@ def test_a_taken_port_is_refused_in_plain_words(tmp_path: Path) -> None:
     async def main() -> None:
         with Ledger(tmp_path / LEDGER_NAME) as ledger:
             async with ToApisClient(CANARY, "http://127.0.0.1:9") as client:
-                engine = Engine(ledger, client, [])
-                first = start_metrics(("127.0.0.1", 0), engine)
+                metrics = Metrics(Engine(ledger, client, []))
+                first = start_metrics(("127.0.0.1", 0), metrics)
                 try:
                     with pytest.raises(OSError, match=r"cannot show metrics at 127\.0\.0\.1:"):
-                        start_metrics(first.address, engine)
+                        start_metrics(first.address, metrics)
                 finally:
                     first.close()
 

@@ -1,8 +1,10 @@
 """Prometheus metrics of one engine, and the small HTTP server that shows them at /metrics.
 
-Each engine owns its registry (never prometheus_client's global one), so several engines can
-live in one process. Counters and the latency histogram are fed by the engine and by hooks on
-the API client; job states, budgets and the pause are read from the engine when scraped.
+Each engine's metrics own their registry (never prometheus_client's global one), so several
+engines can live in one process. `Metrics(engine)` subscribes to the engine (an observer told
+of submissions and finished tasks) and chains itself onto the API client's hooks; job states,
+budgets and the pause are read from the engine's status snapshot when scraped. The engine
+never imports this module.
 
 The scrape runs on the server's thread, but the ledger belongs to the engine's thread, so
 those reads hop onto the engine's event loop (or, when it is not running, show the last
@@ -15,9 +17,8 @@ import asyncio
 import concurrent.futures
 import ipaddress
 import threading
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import structlog
@@ -25,10 +26,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from promptdrop.jobs.engine import Engine, EngineStatus
 from promptdrop.ledger import JobState
-
-if TYPE_CHECKING:
-    from promptdrop.jobs.engine import Engine
 
 log = structlog.get_logger("promptdrop.metrics")
 
@@ -52,17 +51,15 @@ LATENCY_BUCKETS = (
 SCRAPE_WAIT = 5.0  # seconds a scrape waits for a busy engine before showing the last values
 
 
-@dataclass
-class Snapshot:
-    """What a scrape reads from the engine's side."""
-
-    jobs: dict[str, int] = field(default_factory=dict)
-    budget_left: dict[str, int] = field(default_factory=dict)  # only rules with a budget
-    paused: bool = False
+# What a scrape reads from the engine's side.
+Snapshot = EngineStatus
 
 
 class Metrics:
-    """The metrics of one engine; `registry` is what /metrics shows."""
+    """The metrics of one engine; `registry` is what /metrics shows.
+
+    Made once per engine, before its work starts: it counts from then on.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -96,6 +93,13 @@ class Metrics:
         self._owner = threading.get_ident()
         self._last = Snapshot()
         self.registry.register(_EngineCollector(self))
+        engine.observe(self)
+        client = engine.client
+        client.on_answer = _chain(client.on_answer, self.answer)
+        client.on_retry = _chain(client.on_retry, self.retry)
+        loop = _running_loop()
+        if loop is not None:
+            self.attach_loop(loop)
 
     def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Tell the metrics which event loop (and so which thread) owns the engine's ledger."""
@@ -143,15 +147,7 @@ class Metrics:
         return self._read()
 
     def _read(self) -> Snapshot:
-        engine = self._engine
-        budgets: dict[str, int] = {}
-        for name, rule in engine.rules.items():
-            if rule.daily_budget is not None:
-                left = engine.budget_left(name)
-                budgets[name] = rule.daily_budget if left is None else left
-        return Snapshot(
-            jobs=engine.ledger.state_counts(), budget_left=budgets, paused=engine.pause is not None
-        )
+        return self._engine.status()
 
 
 class _EngineCollector(Collector):
@@ -216,8 +212,8 @@ class MetricsServer:
         self.close()
 
 
-def start_metrics(address: tuple[str, int], engine: Engine) -> MetricsServer:
-    """Serve `engine`'s metrics at http://HOST:PORT/metrics on a background thread.
+def start_metrics(address: tuple[str, int], metrics: Metrics) -> MetricsServer:
+    """Serve an engine's `metrics` at http://HOST:PORT/metrics on a background thread.
 
     Port 0 picks a free port (see `MetricsServer.address`). Raises OSError with a plain message
     when the address cannot be used (port taken, address not on this machine).
@@ -225,9 +221,9 @@ def start_metrics(address: tuple[str, int], engine: Engine) -> MetricsServer:
     host, port = address
     loop = _running_loop()
     if loop is not None:
-        engine.metrics.attach_loop(loop)
+        metrics.attach_loop(loop)
     try:
-        httpd, thread = start_http_server(port, addr=host, registry=engine.metrics.registry)
+        httpd, thread = start_http_server(port, addr=host, registry=metrics.registry)
     except OSError as exc:
         raise OSError(
             exc.errno,
@@ -288,3 +284,15 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def _chain(first: Callable[..., None] | None, then: Callable[..., None]) -> Callable[..., None]:
+    """A hook that calls an observer already in place, then ours."""
+    if first is None:
+        return then
+
+    def both(*args: Any) -> None:
+        first(*args)
+        then(*args)
+
+    return both

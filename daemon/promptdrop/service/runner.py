@@ -72,9 +72,9 @@ async def run(opts: WatchOptions) -> int:
                 metrics = None
                 if opts.metrics:
                     # Imported here: the metrics module (and prometheus-client) only when asked.
-                    from promptdrop.service.metrics import start_metrics
+                    from promptdrop.service.metrics import Metrics, start_metrics
 
-                    metrics = start_metrics(opts.metrics, engine)
+                    metrics = start_metrics(opts.metrics, Metrics(engine))
                 try:
                     if opts.once:
                         return await run_once(engine, opts, scan)

@@ -1,0 +1,132 @@
+"""Every text the engine writes next to a prompt file (the `.promptdrop.txt` note), in one place.
+
+Each says what happened in plain words and ends with "What to do:". Pure: the callers pass in
+what the text needs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from promptdrop.spec import SpecError
+
+# The error of a waiting job whose prompt file went away; the job is taken up again if the
+# same request comes back, since nothing was ever sent for it.
+ORPHANED = (
+    "its prompt file was deleted or changed before its turn came in the daily budget; "
+    "nothing was sent or paid"
+)
+
+CONFLICT = (
+    "This file looks like a conflict copy made by your sync app (two people or two "
+    "computers changed the same prompt file at once), so promptdrop did not use it.\n"
+    "What to do: compare it with the original, keep the version you want under the "
+    "original name, and delete this copy."
+)
+
+
+def problems_text(exc: SpecError) -> str:
+    """The prompt file failed validation: each problem, with its line when known."""
+    lines = []
+    for p in exc.problems:
+        where = f"line {p.line}: " if p.line is not None else ""
+        lines.append(f"- {where}{p.message}")
+    return (
+        "This prompt file cannot be used yet:\n"
+        + "\n".join(lines)
+        + "\nWhat to do: fix the file and save it again; nothing was sent or paid."
+    )
+
+
+def foreign_output_text(name: str) -> str:
+    """An output name of this prompt file is taken by a file promptdrop did not write."""
+    return (
+        f'"{name}" already exists in this folder and promptdrop did not make it, '
+        "so nothing was generated (promptdrop never replaces files it did not write).\n"
+        f'What to do: rename or move "{name}", or give this prompt file another '
+        "name, then save it again."
+    )
+
+
+def appeared_text(name: str, source: Path) -> str:
+    """A file promptdrop did not make took the output name while the image was being made."""
+    return (
+        f'"{name}" appeared in this folder and '
+        "promptdrop did not make it, so the new image was not saved "
+        "over it.\nWhat to do: rename or move it, then run "
+        f'"promptdrop retry {source}" (free: the image is kept '
+        "for 24 hours)."
+    )
+
+
+def failed_text(error: str | None) -> str:
+    """The job failed with `error` (a job's error column)."""
+    return (
+        f"No image was made: {error or 'the request failed'}.\n"
+        "What to do: change the prompt file and save it again, or run "
+        '"promptdrop retry" on it to try the same request again.'
+    )
+
+
+def ambiguous_text(source: Path) -> str:
+    """The submission may have been paid for but its answer was lost: never sent again."""
+    return (
+        "promptdrop sent this request, but the answer was lost (a crash, a lost connection or a "
+        "timeout), so it may or may not have been made and paid for. To avoid paying twice it "
+        "was not sent again.\n"
+        f'What to do: if no image appears, run "promptdrop retry {source}" to send it again.'
+    )
+
+
+def waiting_text(budget: int | None, when: datetime) -> str:
+    """The rule's daily budget is spent; the job starts by itself at `when` (next midnight)."""
+    return (
+        f"Not yet: this folder's daily budget of {budget} image{'' if budget == 1 else 's'}"
+        " is used up for today, so this file waits. It starts by itself tomorrow "
+        f"({when:%A} {when.day} {when:%B}) from 00:00, or on a later day if more files are "
+        "waiting than one day's budget allows. Nothing was sent or paid for it yet.\n"
+        "What to do: nothing, it starts on its own. To have it sooner, ask whoever runs "
+        "promptdrop to raise daily_budget in the rules file."
+    )
+
+
+def paused_text(reason: str, wait: float) -> str:
+    """Submissions are paused (reason "auth": a refused key, else an empty quota)."""
+    return (
+        f"Submissions are paused: {pause_cause(reason)}. Nothing is lost: this file waits and is "
+        f"made as soon as the API accepts requests again (promptdrop tries every "
+        f"{round(wait)} seconds).\nWhat to do: "
+        + (
+            "ask whoever runs promptdrop to check its API key."
+            if reason == "auth"
+            else "add credit to the ToAPIs account."
+        )
+    )
+
+
+def pause_cause(reason: str) -> str:
+    """Why submissions pause, for logs, notes and the status line."""
+    return "the API refused the key" if reason == "auth" else "the account has no quota left"
+
+
+def pause_fix(reason: str) -> str:
+    """What an operator does about a pause, for the log."""
+    return "set a valid TOAPIS_API_KEY" if reason == "auth" else "add credit to the ToAPIs account"
+
+
+def link_expired_text(task_id: str | None, source: Path) -> str:
+    """A done request asked for again, whose image file and download link are both gone."""
+    return (
+        f"This request was already made (task {task_id}), but its image file is gone "
+        "and its download link has expired, so promptdrop did not pay for it again.\n"
+        f'What to do: run "promptdrop retry {source}" to make a new image (it is paid again).'
+    )
+
+
+# The error of a job whose task the API stopped knowing (confirmed by several polls).
+TASK_GONE = (
+    "the API no longer knows this task (asked again several times, it still did not know it), "
+    'so its image cannot be fetched; "promptdrop retry" on the prompt file makes a new image, '
+    "which is paid again"
+)
