@@ -226,9 +226,13 @@ class EngineCore(ABC):
         if fx & Effect.ACCOUNT_WORKS and self.pause is not None:
             self.note_success()
         if row.say:
-            getattr(log, row.level)(
-                row.say, job=job.id, outcome=str(outcome.kind), detail=outcome.message or None
-            )
+            # No empty fields: a task id only once there is one, a detail only when it says more.
+            said: dict[str, Any] = {"job": job.id, "outcome": str(outcome.kind)}
+            if job.task_id:
+                said["task"] = job.task_id
+            if outcome.message:
+                said["detail"] = outcome.message
+            getattr(log, row.level)(row.say, **said)
         self._notes_for(job, outcome, fx)
         if fx & Effect.LAUNCH:
             self.launch(job.id)
