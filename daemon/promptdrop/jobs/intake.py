@@ -119,12 +119,20 @@ class Intake(Delivery):
         else:
             message = notes.problems_text(exc, path)
             self.late_references.forget(path)
-        self.ledger.put_source(
-            path, rule=rule.name, status="invalid", content_sha256=content_sha, error=message
+        # Checked again (a rescan, a touch) and refused as before: nothing new to record or log.
+        again = (
+            prev is not None
+            and prev.status == "invalid"
+            and (prev.content_sha256, prev.error, prev.rule) == (content_sha, message, rule.name)
         )
-        self._drop_orphans(prev, None)
-        outputs.write_note(path, message)
-        log.warning("prompt file refused", source=str(path), problems=len(exc.problems))
+        if not again:
+            self.ledger.put_source(
+                path, rule=rule.name, status="invalid", content_sha256=content_sha, error=message
+            )
+            self._drop_orphans(prev, None)
+        outputs.write_note(path, message)  # unchanged text is not rewritten
+        if not again:
+            log.warning("prompt file refused", source=str(path), problems=len(exc.problems))
 
     def _block(
         self,
