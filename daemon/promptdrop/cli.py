@@ -84,6 +84,7 @@ def _cmd_retry(args: argparse.Namespace) -> int:
         state_dir=_path(args.state_dir),
         ledger_url=args.ledger,
         force=args.force,
+        yes=args.yes,
         out=sys.stdout,
         err=sys.stderr,
     )
@@ -233,13 +234,23 @@ def _add_retry(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "retry",
         help="make a file or folder again on purpose",
         description="Queue the failed and ambiguous jobs of a prompt file (or of every prompt "
-        "file under a folder) again. With --force, finished ones too: that pays again.",
+        "file under a folder) again, and read invalid ones again. A finished file whose image "
+        "was deleted gets it back for free while a kept copy or the 24-hour download link "
+        "allows. With --force, finished ones are made again too: that pays again, and every "
+        "other prompt file asking for the same request gets the new image; when there are "
+        "such files, they are listed and nothing is queued without --yes.",
     )
     p.add_argument("path", metavar="PATH", help="a prompt file or a folder")
     p.add_argument(
         "--force",
         action="store_true",
         help="also regenerate images that were made successfully (paid again)",
+    )
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help="with --force: go ahead even when other prompt files share the request "
+        "(they get the new image too)",
     )
     _state_dir_option(p)
     _ledger_option(p)

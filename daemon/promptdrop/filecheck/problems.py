@@ -9,12 +9,17 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with one file, located where possible (1-based line and column)."""
+    """One thing wrong with one file, located where possible (1-based line and column).
+
+    `missing` is set only for a local reference that does not exist (yet): the path looked
+    for. Such a problem may solve itself (a reference still syncing), unlike every other.
+    """
 
     path: Path
     message: str
     line: int | None = None
     col: int | None = None
+    missing: Path | None = None
 
     def __str__(self) -> str:
         where = str(self.path)
@@ -40,6 +45,13 @@ class SpecError(Exception):
     def __str__(self) -> str:
         return "\n".join(str(p) for p in self.problems)
 
+    def missing_references(self) -> tuple[Path, ...]:
+        """The paths looked for, when every problem is a local reference that does not exist
+        yet (the file may be fine once they appear); empty when anything else is wrong."""
+        if not self.problems or any(p.missing is None for p in self.problems):
+            return ()
+        return tuple(dict.fromkeys(p.missing for p in self.problems if p.missing is not None))
+
 
 def by_position(p: Problem) -> tuple[bool, int, int]:
     """Sort key: located problems first, in file order; unlocated ones last."""
@@ -61,5 +73,6 @@ def fail(
 def reported_as(path: Path, exc: SpecError) -> SpecError:
     """The same problems, told against `path` (the name the user sees, not a link's target)."""
     return SpecError(
-        [Problem(path, p.message, p.line, p.col) for p in exc.problems], not_ready=exc.not_ready
+        [Problem(path, p.message, p.line, p.col, p.missing) for p in exc.problems],
+        not_ready=exc.not_ready,
     )

@@ -8,6 +8,7 @@ for it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import stat
@@ -16,7 +17,7 @@ from pathlib import Path
 import structlog
 
 from promptdrop import outputs
-from promptdrop.jobs import notes
+from promptdrop.jobs import late_refs, notes
 from promptdrop.jobs.delivery import Delivery
 from promptdrop.jobs.outcomes import Kind, Outcome
 from promptdrop.ledger import Job, JobState, Source
@@ -58,7 +59,7 @@ class Intake(Delivery):
             prev is not None
             and content_sha is not None
             and prev.content_sha256 == content_sha
-            and prev.status in ("active", "invalid")
+            and prev.status == "active"
         ):
             # Touched, re-synced or rescanned with the same bytes: nothing new to pay for.
             if prev.status == "active" and prev.request_hash:
@@ -71,7 +72,10 @@ class Intake(Delivery):
                 read_prompt_file, path, Path(rule.path), rule.defaults
             )
         except SpecError as exc:
-            if exc.not_ready and settle_retry:
+            # Refused before with these very bytes: not caught half-written, only checked again
+            # (a touch, a rescan, a reference that appeared).
+            seen = prev is not None and prev.content_sha256 == content_sha
+            if exc.not_ready and settle_retry and not seen:
                 # Maybe caught half-written: give the writer one more settle period.
                 await asyncio.sleep(max(rule.settle, 0.2))
                 await self.handle_file(path, rule, settle_retry=False)
@@ -107,13 +111,28 @@ class Intake(Delivery):
         content_sha: str | None,
         exc: SpecError,
     ) -> None:
-        message = notes.problems_text(exc)
-        self.ledger.put_source(
-            path, rule=rule.name, status="invalid", content_sha256=content_sha, error=message
+        missing = exc.missing_references()
+        if missing:
+            # Only reference images that are not there yet: wait for them, no edit needed.
+            message = notes.waiting_for_text(late_refs.shown_names(path, missing))
+            self.late_references.wait(path, rule.name, missing)
+        else:
+            message = notes.problems_text(exc, path)
+            self.late_references.forget(path)
+        # Checked again (a rescan, a touch) and refused as before: nothing new to record or log.
+        again = (
+            prev is not None
+            and prev.status == "invalid"
+            and (prev.content_sha256, prev.error, prev.rule) == (content_sha, message, rule.name)
         )
-        self._drop_orphans(prev, None)
-        outputs.write_note(path, message)
-        log.warning("prompt file refused", source=str(path), problems=len(exc.problems))
+        if not again:
+            self.ledger.put_source(
+                path, rule=rule.name, status="invalid", content_sha256=content_sha, error=message
+            )
+            self._drop_orphans(prev, None)
+        outputs.write_note(path, message)  # unchanged text is not rewritten
+        if not again:
+            log.warning("prompt file refused", source=str(path), problems=len(exc.problems))
 
     def _block(
         self,
@@ -145,6 +164,9 @@ class Intake(Delivery):
         Its jobs waiting for the daily budget fail (nothing was sent for them), unless another
         prompt file asks for the same request.
         """
+        self.late_references.forget(path)
+        if not os.path.lexists(path):
+            outputs.clear_note(path)  # a note goes with its prompt file (conflict copies too)
         src = self.ledger.get_source(path)
         if src is not None and src.status != "deleted":
             self.ledger.set_source_status(path, "deleted", "the prompt file was deleted")
@@ -156,7 +178,30 @@ class Intake(Delivery):
         self.ledger.put_source(
             path, rule=rule.name, status="conflict", error="conflict copy made by a sync app"
         )
-        outputs.write_note(path, notes.CONFLICT)
+        outputs.write_note(path, notes.CONFLICT, goes_away=outputs.notes.GOES_WHEN_DELETED)
+
+    @functools.cached_property
+    def late_references(self) -> late_refs.LateReferences:
+        """The prompt files refused only for reference images that are not there yet."""
+        return late_refs.LateReferences()
+
+    async def recheck_references(self) -> int:
+        """Take up again each prompt file one of whose missing references has appeared (and
+        held still since the last look); return how many. Called on every kick."""
+        waiting = self.late_references
+        if not len(waiting):
+            return 0
+        seen = await asyncio.to_thread(late_refs.present, waiting.paths())
+        due = waiting.arrived(seen)
+        for source, rule_name in due:
+            rule = self.rules.get(rule_name)
+            if rule is not None:
+                log.info(
+                    "a missing reference appeared; reading the prompt file again",
+                    source=str(source),
+                )
+                await self.handle_file(source, rule)
+        return len(due)
 
     def _drop_orphans(self, prev: Source | None, new_hash: str | None) -> None:
         """Fail the waiting jobs of `prev`'s old request that no prompt file wants any more."""

@@ -6,10 +6,12 @@ what the text needs.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from promptdrop.spec import SpecError
+from promptdrop.spec import DEFAULTS_NAME, SpecError
 
 # The error of a waiting job whose prompt file went away; the job is taken up again if the
 # same request comes back, since nothing was ever sent for it.
@@ -26,16 +28,46 @@ CONFLICT = (
 )
 
 
-def problems_text(exc: SpecError) -> str:
-    """The prompt file failed validation: each problem, with its line when known."""
+def problems_text(exc: SpecError, source: Path | None = None) -> str:
+    """The prompt file failed validation: each problem, with its line when known.
+
+    With `source` (the prompt file), a problem in a folder's `.promptdrop.toml` names that file
+    (relative to the prompt file's folder), since saving the prompt file alone cannot fix it.
+    """
     lines = []
+    elsewhere = False
     for p in exc.problems:
         where = f"line {p.line}: " if p.line is not None else ""
+        if source is not None and p.path.name == DEFAULTS_NAME and p.path != source:
+            elsewhere = True
+            shown = os.path.relpath(p.path, Path(source).parent)
+            where = f"in {shown}" + (f", line {p.line}" if p.line is not None else "") + ": "
         lines.append(f"- {where}{p.message}")
+    todo = (
+        "fix each problem in the file it names (no name: this prompt file), then save this "
+        "prompt file again (touching it is enough)"
+        if elsewhere
+        else "fix the file and save it again"
+    )
     return (
         "This prompt file cannot be used yet:\n"
         + "\n".join(lines)
-        + "\nWhat to do: fix the file and save it again; nothing was sent or paid."
+        + f"\nWhat to do: {todo}; nothing was sent or paid."
+    )
+
+
+def waiting_for_text(names: Sequence[str]) -> str:
+    """Every problem is a local reference that is not there yet: the file waits for them."""
+    listed = ", ".join(names)
+    one = len(names) == 1
+    return (
+        f"Waiting for {listed}: this prompt file uses {'it' if one else 'them'} as "
+        f"{'a reference image' if one else 'reference images'}, but "
+        f"{'it is' if one else 'they are'} not in the folder yet (maybe still syncing or "
+        f"copying). This file is made by itself as soon as {'it appears' if one else 'they appear'}"
+        "; nothing was sent or paid.\n"
+        f"What to do: nothing if {'it is' if one else 'they are'} on the way. Otherwise put "
+        f"{'it' if one else 'them'} there, or change the references in the prompt file."
     )
 
 

@@ -1,8 +1,9 @@
 """Plain-language error notes beside a prompt file that could not make an image.
 
 "poster.error.txt" says what went wrong with "poster.prompt.toml" and goes away once the file
-makes an image. A note is ours only when its first line carries NOTE_MARKER: a user's file
-under the same name is never replaced or deleted.
+makes an image (or, for a file that never will, such as a sync app's conflict copy, when it is
+deleted; every note goes with its prompt file). A note is ours only when its first line
+carries NOTE_MARKER: a user's file under the same name is never replaced or deleted.
 """
 
 from __future__ import annotations
@@ -44,30 +45,35 @@ def is_own_note(path: StrPath) -> bool:
     return head.startswith(NOTE_MARKER.encode("utf-8"))
 
 
-def _note_text(source: Path, message: str) -> bytes:
+# The footer of a note about a file that never makes an image (a conflict copy).
+GOES_WHEN_DELETED = "It goes away when this copy is deleted."
+
+
+def _note_text(source: Path, message: str, goes_away: str | None) -> bytes:
     name = _display_name(os.path.basename(os.fspath(source)))
+    footer = goes_away or f"It goes away by itself once {name} makes an image."
     text = (
         f"{NOTE_MARKER}{name}\n"
         "\n"
         f"{message.strip()}\n"
         "\n"
-        f"(This note was written by promptdrop. It goes away by itself once {name} "
-        "makes an image.)\n"
+        f"(This note was written by promptdrop. {footer})\n"
     )
     return text.encode("utf-8", "replace")
 
 
-def write_note(source: StrPath, message: str) -> bool:
+def write_note(source: StrPath, message: str, *, goes_away: str | None = None) -> bool:
     """Write the plain-language error note for `source`; False if a file not ours is there.
 
     The note starts with NOTE_MARKER and the prompt file's name, then `message`, then a line
-    saying the note goes away once the file succeeds. An earlier note of ours is replaced in
+    saying when the note goes away: `goes_away` (a sentence), by default once the file
+    succeeds. An earlier note of ours is replaced in
     one step (unchanged text is not rewritten, so sync clients see nothing); a user's file with
     the note's name is never touched.
     """
     src = Path(source)
     path = note_path(src)
-    data = _note_text(src, message)
+    data = _note_text(src, message, goes_away)
     try:
         write_atomic(path, data)
         return True

@@ -184,12 +184,14 @@ async def dispatch(engine: Engine, rules: Mapping[str, RuleConfig], event: FileE
 
 
 async def kick(engine: Engine, rules: Mapping[str, RuleConfig]) -> None:
-    """Pick up what `promptdrop retry` asked for while the daemon runs."""
+    """Pick up what `promptdrop retry` asked for while the daemon runs, and prompt files
+    whose missing reference images have appeared."""
     engine.resume()
     for src in engine.ledger.sources_with_status("retry"):
         rule = rules.get(src.rule or "")
         if rule is not None:
             await engine.handle_file(Path(src.path), rule)
+    await engine.recheck_references()
 
 
 async def main_loop(engine: Engine, opts: WatchOptions, notifier: Notifier | None = None) -> int:

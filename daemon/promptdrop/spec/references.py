@@ -7,6 +7,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from promptdrop import imaging
@@ -21,6 +22,15 @@ from promptdrop.spec.request import Reference
 RULE_DEFAULTS_PREFIX = "the rule's [rules.defaults]: "
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """What is wrong with one reference; `missing` is the path looked for when it is a local
+    file that does not exist (yet)."""
+
+    message: str
+    missing: Path | None = None
+
+
 def resolve_reference(source: str, base: Path, root: Path) -> Reference | str:
     """Turn one reference into a Reference, or return what is wrong with it.
 
@@ -28,45 +38,54 @@ def resolve_reference(source: str, base: Path, root: Path) -> Reference | str:
     must stay inside the root both as written (no `..` out of it) and after following symlinks,
     be a regular file of at most 10 MB and decode as JPEG, PNG or WebP.
     """
+    ref = resolve(source, base, root)
+    return ref.message if isinstance(ref, Refusal) else ref
+
+
+def resolve(source: str, base: Path, root: Path) -> Reference | Refusal:
+    """`resolve_reference`, telling a local file that does not exist apart from other refusals."""
     form = reference_form_problem(source)
     if form:
-        return form
+        return Refusal(form)
     if is_url_like(source):
         return Reference(source=source, kind="url", url=source)
     lexical = Path(os.path.normpath(base / source))
     if not inside(lexical, root):
-        return f"reference '{source}' points outside the watched folder; use images inside it"
+        return Refusal(
+            f"reference '{source}' points outside the watched folder; use images inside it"
+        )
     real = lexical.resolve()
     if not inside(real, root):
-        return (
+        return Refusal(
             f"reference '{source}' is a link that leads outside the watched folder; copy "
             "the image into the folder instead"
         )
     data = _image_bytes(source, lexical, real)
-    if isinstance(data, str):
+    if isinstance(data, Refusal):
         return data
-    return _image_reference(source, real, data)
+    ref = _image_reference(source, real, data)
+    return Refusal(ref) if isinstance(ref, str) else ref
 
 
-def _image_bytes(source: str, lexical: Path, real: Path) -> bytes | str:
+def _image_bytes(source: str, lexical: Path, real: Path) -> bytes | Refusal:
     """The bytes of a local reference of at most 10 MB, or what is wrong with the file."""
     try:
         st = os.stat(real)
     except FileNotFoundError:
-        return f"reference '{source}' was not found (looked for {lexical})"
+        return Refusal(f"reference '{source}' was not found (looked for {lexical})", lexical)
     except OSError as exc:
-        return f"reference '{source}' cannot be read ({exc.strerror})"
+        return Refusal(f"reference '{source}' cannot be read ({exc.strerror})")
     if not stat.S_ISREG(st.st_mode):
-        return f"reference '{source}' is {kind_of(st.st_mode)}, not an image file"
+        return Refusal(f"reference '{source}' is {kind_of(st.st_mode)}, not an image file")
     if st.st_size > MAX_REFERENCE_BYTES:
-        return (
+        return Refusal(
             f"reference '{source}' is {human(st.st_size)}; the API takes images up to "
             "10 MB. Make it smaller"
         )
     try:
         return read_bytes(real, MAX_REFERENCE_BYTES, "reference")
     except SpecError as exc:
-        return f"reference '{source}': {exc.problems[0].message}"
+        return Refusal(f"reference '{source}': {exc.problems[0].message}")
 
 
 def _image_reference(source: str, real: Path, data: bytes) -> Reference | str:
@@ -115,9 +134,9 @@ def resolve_listed(
     for source in sources:
         if reference_form_problem(source):
             continue  # already reported
-        ref = resolve_reference(source, base, root_real)
-        if isinstance(ref, str):
-            problems.append(Problem(path, prefix + ref, line, col))
+        ref = resolve(source, base, root_real)
+        if isinstance(ref, Refusal):
+            problems.append(Problem(path, prefix + ref.message, line, col, ref.missing))
         else:
             references.append(ref)
     return references, problems
