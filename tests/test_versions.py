@@ -1,0 +1,248 @@
+"""Versions follow the source (issue 13): which file at which name becomes which version, as a
+plan over a listing (no files); the ledger's settled check and its current files; the roots;
+and, through a real daemon, a paid image that is never dropped when a foreign file takes its
+name while it is being made."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from harness import CANARY, Daemon, daemon_env, rules_file, spawn, wait_for, write_prompt
+from promptdrop.emulator import Emulator, EmulatorConfig
+from promptdrop.jobs.notes import displaced_text, link_expired_text
+from promptdrop.ledger import Job, JobState, Ledger
+from promptdrop.outputs import read_provenance
+from promptdrop.outputs.naming import next_version, plain_names
+from promptdrop.outputs.versions import Found, Move, Plan, plan_placement
+
+W = Path("/w")
+OURS, CUR, FOR = Found.OURS, Found.CURRENT, Found.FOREIGN
+
+
+def _plan(final: str, found: dict[str, Found], taken: set[str], kept: str | None = None) -> Plan:
+    names = {W / n for n in taken} | {W / n for n in found}
+    return plan_placement(
+        W / final,
+        {W / n: kind for n, kind in found.items()},
+        lambda p: p in names,
+        kept=None if kept is None else W / kept,
+    )
+
+
+def _moves(*pairs: tuple[str, str]) -> tuple[Move, ...]:
+    return tuple(Move(W / a, W / b) for a, b in pairs)
+
+
+# --- the plan, as a table -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("final", "found", "taken", "aside", "write_to"),
+    [
+        # Nothing there yet: the image takes the plain name.
+        ("poster.png", {}, set(), (), "poster.png"),
+        # An earlier image of ours in another format is set aside too: one current image.
+        (
+            "poster.jpg",
+            {"poster.png": OURS},
+            set(),
+            (("poster.png", "poster.v1.png"),),
+            "poster.jpg",
+        ),
+        (
+            "poster.png",
+            {"poster.png": OURS},
+            set(),
+            (("poster.png", "poster.v1.png"),),
+            "poster.png",
+        ),
+        # Version numbers count across formats: v1 is held by a JPEG, so the PNG becomes v2.
+        (
+            "poster.png",
+            {"poster.png": OURS},
+            {"poster.v1.jpg"},
+            (("poster.png", "poster.v2.png"),),
+            "poster.png",
+        ),
+        # Two earlier images of ours, each to its own number.
+        (
+            "poster.webp",
+            {"poster.png": OURS, "poster.jpg": OURS},
+            {"poster.v1.png"},
+            (("poster.jpg", "poster.v2.jpg"), ("poster.png", "poster.v3.png")),
+            "poster.webp",
+        ),
+        # A foreign file under another extension is left alone; the image takes its own name.
+        ("poster.png", {"poster.jpg": FOR}, set(), (), "poster.png"),
+        # Several images: only this index's names are looked at.
+        (
+            "poster-2.png",
+            {"poster-2.jpg": OURS},
+            {"poster-1.png"},
+            (("poster-2.jpg", "poster-2.v1.jpg"),),
+            "poster-2.png",
+        ),
+    ],
+)
+def test_placing_an_image_sets_aside_every_earlier_image_of_ours_at_the_plain_names(
+    final: str,
+    found: dict[str, Found],
+    taken: set[str],
+    aside: tuple[tuple[str, str], ...],
+    write_to: str,
+) -> None:
+    plan = _plan(final, found, taken)
+    assert plan == Plan(aside=_moves(*aside), write_to=W / write_to)
+    assert plan.image == W / write_to
+
+
+def test_a_foreign_file_at_the_plain_name_sends_the_new_image_to_the_next_version_name() -> None:
+    plan = _plan("poster.png", {"poster.png": FOR, "poster.jpg": OURS}, {"poster.v1.png"})
+    assert plan.aside == _moves(("poster.jpg", "poster.v2.jpg"))
+    assert plan.write_to == W / "poster.v3.png"  # v1 taken, v2 just given to the JPEG
+    assert plan.displaced_by == W / "poster.png"
+
+
+def test_the_image_already_in_place_is_not_written_again_and_others_of_ours_step_aside() -> None:
+    assert _plan("poster.png", {"poster.png": CUR}, set()) == Plan(current=W / "poster.png")
+    plan = _plan("poster.png", {"poster.png": CUR, "poster.jpg": OURS}, set())
+    assert plan == Plan(aside=_moves(("poster.jpg", "poster.v1.jpg")), current=W / "poster.png")
+
+
+def test_a_revert_moves_the_kept_version_back_and_the_current_image_becomes_a_version() -> None:
+    plan = _plan("poster.png", {"poster.png": OURS}, {"poster.v1.png"}, kept="poster.v1.png")
+    assert plan.aside == _moves(("poster.png", "poster.v2.png"))
+    assert plan.restore == Move(W / "poster.v1.png", W / "poster.png")
+    assert plan.write_to is None and plan.image == W / "poster.png"
+
+
+def test_a_revert_whose_plain_name_is_foreign_leaves_the_kept_image_where_it_is() -> None:
+    plan = _plan("poster.png", {"poster.png": FOR}, {"poster.v1.png"}, kept="poster.v1.png")
+    assert plan == Plan(displaced_by=W / "poster.png")
+
+
+@pytest.mark.parametrize(
+    ("path", "taken", "expected"),
+    [
+        ("/w/poster.png", set(), "/w/poster.v1.png"),
+        ("/w/poster.png", {"/w/poster.v1.webp"}, "/w/poster.v2.png"),
+        ("/w/poster.jpg", {"/w/poster.v1.jpg", "/w/poster.v2.png"}, "/w/poster.v3.jpg"),
+        ("/w/poster.png", {"/w/poster.v2.jpg"}, "/w/poster.v1.png"),  # the first free number
+        ("/w/poster.png", {"/w/other.v1.png"}, "/w/poster.v1.png"),
+    ],
+)
+def test_the_next_version_number_is_free_in_every_image_format(
+    path: str, taken: set[str], expected: str
+) -> None:
+    assert next_version(path, lambda p: str(p) in taken) == Path(expected)
+
+
+def test_the_plain_names_of_an_image_are_one_per_format() -> None:
+    assert plain_names("/w/poster.prompt.toml", 1, 1) == [
+        W / "poster.png",
+        W / "poster.jpg",
+        W / "poster.webp",
+    ]
+    assert plain_names("/w/poster.prompt.toml", 2, 3)[0] == W / "poster-2.png"
+
+
+def test_the_notes_say_where_the_image_went_and_which_retry_pays() -> None:
+    text = displaced_text("poster.png", "poster.v1.png")
+    assert "poster.v1.png" in text and "did not make" in text and "What to do" in text
+    expired = link_expired_text("task_1", Path("/w/tram.prompt.toml"))
+    assert "retry --force /w/tram.prompt.toml" in expired and "paid" in expired
+
+
+# --- the ledger: settled means each current image is recorded ------------------------------
+
+
+def _done(ledger: Ledger, job: Job) -> Job:
+    for src, dst in (
+        (JobState.PENDING, JobState.SUBMITTING),
+        (JobState.SUBMITTING, JobState.RUNNING),
+        (JobState.RUNNING, JobState.DOWNLOADING),
+        (JobState.DOWNLOADING, JobState.DONE),
+    ):
+        job = ledger.transition(job.id, src, dst)
+    return job
+
+
+def test_settled_outputs_names_the_current_files_and_not_the_versions_set_aside(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "poster.prompt.toml"
+    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+        (job,) = ledger.take_up(
+            source,
+            rule="r",
+            content_sha256="c1",
+            request_hash="a" * 64,
+            image_count=1,
+            request={"prompt": "a", "references": []},
+        )
+        job = _done(ledger, job)
+        assert ledger.settled_outputs(source, "c1") is None  # nothing written yet
+        plain = tmp_path / "poster.png"
+        ledger.record_output(plain, job=job, source_path=source, sha256="s", fmt="png")
+        assert ledger.settled_outputs(source, "c1") == [str(plain)]
+        aside = tmp_path / "poster.v1.png"
+        ledger.move_output(plain, aside)  # set aside: no longer the current image
+        assert ledger.settled_outputs(source, "c1") is None
+        ledger.move_output(aside, plain, superseded=False)  # brought back (a revert)
+        assert ledger.settled_outputs(source, "c1") == [str(plain)]
+        assert ledger.is_settled(source, "c1") and not ledger.is_settled(source, "c2")
+        copy = tmp_path / "copy.png"
+        ledger.record_output(copy, job=job, source_path=None, sha256="s", fmt="png")
+        assert [o.path for o in ledger.outputs_with_sha("s")] == [str(plain), str(copy)]
+        ledger.forget_output(copy)
+        assert ledger.output_at(copy) is None
+
+
+# --- through the daemon: a paid image is never dropped --------------------------------------
+
+
+@pytest.fixture
+def slow_emulator() -> Iterator[Emulator]:
+    config = EmulatorConfig(api_key=CANARY, latency=1.5, jitter=0.0, rate_limits=None)
+    with Emulator(config) as emu:
+        yield emu
+
+
+def test_a_paid_image_whose_name_was_taken_meanwhile_is_saved_under_a_version_name(
+    tmp_path: Path, slow_emulator: Emulator
+) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    rules = rules_file(tmp_path / "rules.toml", drop, settle=0.3)
+    daemon: Daemon = spawn(
+        rules, tmp_path / "state", daemon_env(slow_emulator.base_url), cwd=tmp_path
+    )
+    try:
+        daemon.wait_watching(timeout=20)
+        source = write_prompt(drop / "poster.prompt.toml", "a lighthouse")
+        wait_for(lambda: slow_emulator.stats()["submissions"], "the submission", daemon=daemon)
+        foreign = drop / "poster.png"  # someone's own image lands while the task runs
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), (10, 200, 10)).save(buf, "PNG")
+        foreign.write_bytes(buf.getvalue())
+        before = foreign.read_bytes()
+        kept = drop / "poster.v1.png"
+        wait_for(kept.exists, "the paid image under a version name", daemon=daemon)
+        assert read_provenance(kept.read_bytes())["promptdrop:prompt"] == "a lighthouse"
+        assert foreign.read_bytes() == before  # never replaced
+        note = wait_for(lambda: _note(drop), "a note saying where the image went", daemon=daemon)
+        assert "poster.v1.png" in note and "poster.png" in note
+        assert len(slow_emulator.stats()["submissions"]) == 1
+        assert source.exists()
+    finally:
+        daemon.terminate()
+
+
+def _note(folder: Path) -> str:
+    path = folder / "poster.error.txt"
+    return path.read_text(encoding="utf-8") if path.exists() else ""
