@@ -6,13 +6,14 @@ name while it is being made."""
 from __future__ import annotations
 
 import io
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from harness import CANARY, Daemon, daemon_env, rules_file, spawn, wait_for, write_prompt
+from harness import CANARY, Daemon, cli, daemon_env, rules_file, spawn, wait_for, write_prompt
 from promptdrop.emulator import Emulator, EmulatorConfig
 from promptdrop.jobs.notes import displaced_text, link_expired_text
 from promptdrop.ledger import Job, JobState, Ledger
@@ -246,3 +247,44 @@ def test_a_paid_image_whose_name_was_taken_meanwhile_is_saved_under_a_version_na
 def _note(folder: Path) -> str:
     path = folder / "poster.error.txt"
     return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
+def test_an_earlier_image_known_only_by_its_provenance_becomes_a_version_not_a_blocker(
+    tmp_path: Path,
+) -> None:
+    """A ledger that never saw poster.png (a new state folder) still knows it by the prompt
+    file its provenance names: the edit's image takes the plain name, the old one is kept."""
+    config = EmulatorConfig(api_key=CANARY, latency=0.1, jitter=0.0, rate_limits=None)
+    with Emulator(config) as emu:
+        drop = tmp_path / "drop"
+        drop.mkdir()
+        source = write_prompt(drop / "poster.prompt.toml", "a boat, first")
+        assert _once(tmp_path, emu, drop, tmp_path / "one").returncode == 0
+        write_prompt(source, "a boat, second")
+        done = _once(tmp_path, emu, drop, tmp_path / "two")
+        assert done.returncode == 0, done.stderr
+        found = {
+            p.name: read_provenance(p.read_bytes()).get("promptdrop:prompt")
+            for p in drop.iterdir()
+            if p.suffix == ".png"
+        }
+        assert found == {"poster.png": "a boat, second", "poster.v1.png": "a boat, first"}
+        assert [s["prompt"] for s in emu.stats()["submissions"]] == [
+            "a boat, first",
+            "a boat, second",
+        ]
+
+
+def _once(cwd: Path, emu: Emulator, folder: Path, state: Path) -> subprocess.CompletedProcess[str]:
+    return cli(
+        "watch",
+        "--once",
+        str(folder),
+        "--state-dir",
+        str(state),
+        "--poll-interval",
+        "0.1",
+        env=daemon_env(emu.base_url),
+        cwd=cwd,
+        timeout=60,
+    )

@@ -33,17 +33,23 @@ _TRIES = 5
 class Delivery(EngineCore):
     """Writing images: the engine's only file writes besides notes."""
 
-    def _is_ours(self, path: Path, request_hash: str | None = None) -> bool:
+    def _is_ours(
+        self, path: Path, request_hash: str | None = None, source: Path | None = None
+    ) -> bool:
+        """Whether promptdrop made the file at `path`: the ledger recorded it, or its
+        provenance says it was made for `request_hash` (written just before a crash, before
+        the ledger recorded it) or for the prompt file `source` (an earlier version)."""
         if self.ledger.output_at(path) is not None:
             return True
-        # Written just before a crash, before the ledger recorded it: its provenance says so.
-        if request_hash is None or path.is_symlink() or not path.is_file():
+        if (request_hash is None and source is None) or path.is_symlink() or not path.is_file():
             return False
         try:
             info = outputs.read_provenance(path.read_bytes())
         except OSError:
             return False
-        return info.get("promptdrop:request") == request_hash
+        if request_hash is not None and info.get("promptdrop:request") == request_hash:
+            return True
+        return source is not None and info.get("promptdrop:source") == source.name
 
     # Bringing a done job's image back ----------------------------------------------------------
 

@@ -196,7 +196,9 @@ class Intake(Delivery):
         for index in range(1, count + 1):
             for fmt in OUTPUT_FORMATS:
                 candidate = outputs.output_path(source, index, count, fmt)
-                if os.path.lexists(candidate) and not self._is_ours(candidate, request_hash):
+                if os.path.lexists(candidate) and not self._is_ours(
+                    candidate, request_hash, source
+                ):
                     return candidate
         return None
 
