@@ -5,7 +5,10 @@ name while it is being made."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +17,15 @@ import pytest
 from PIL import Image
 
 from harness import CANARY, Daemon, cli, daemon_env, rules_file, spawn, wait_for, write_prompt
+from promptdrop.api import ToApisClient
 from promptdrop.emulator import Emulator, EmulatorConfig
+from promptdrop.jobs.engine import Engine
 from promptdrop.jobs.notes import displaced_text, link_expired_text
 from promptdrop.ledger import Job, JobState, Ledger
 from promptdrop.outputs import read_provenance
 from promptdrop.outputs.naming import next_version, plain_names
 from promptdrop.outputs.versions import Found, Move, Plan, plan_placement
+from promptdrop.spec import RuleConfig
 
 W = Path("/w")
 OURS, CUR, FOR = Found.OURS, Found.CURRENT, Found.FOREIGN
@@ -288,3 +294,91 @@ def _once(cwd: Path, emu: Emulator, folder: Path, state: Path) -> subprocess.Com
         cwd=cwd,
         timeout=60,
     )
+
+
+# --- a deleted image: copied back from a kept copy, else a note once the link is gone --------
+
+
+def _expire_links(state: Path) -> None:
+    """Age every result link past its 24 hours, as a day's wait would."""
+    with sqlite3.connect(state / "ledger.sqlite3") as db:
+        db.execute("UPDATE jobs SET expires_at = 0")
+
+
+def test_a_deleted_image_is_copied_back_from_another_file_of_the_same_request(
+    tmp_path: Path,
+) -> None:
+    config = EmulatorConfig(api_key=CANARY, latency=0.1, jitter=0.0, rate_limits=None)
+    with Emulator(config) as emu:
+        drop, state = tmp_path / "drop", tmp_path / "state"
+        drop.mkdir()
+        one = write_prompt(drop / "one.prompt.toml", "a kite")
+        write_prompt(drop / "two.prompt.toml", "a kite")
+        assert _once(tmp_path, emu, drop, state).returncode == 0
+        (drop / "one.png").unlink()
+        _expire_links(state)  # no download possible: only the kept copy can bring it back
+        one.touch()
+        assert _once(tmp_path, emu, drop, state).returncode == 0
+        assert (drop / "one.png").read_bytes() == (drop / "two.png").read_bytes()
+        assert not (drop / "one.error.txt").exists()
+        assert len(emu.stats()["submissions"]) == 1
+
+
+def test_a_deleted_image_past_its_link_says_a_new_one_is_paid_and_status_says_missing(
+    tmp_path: Path,
+) -> None:
+    config = EmulatorConfig(api_key=CANARY, latency=0.1, jitter=0.0, rate_limits=None)
+    with Emulator(config) as emu:
+        drop, state = tmp_path / "drop", tmp_path / "state"
+        drop.mkdir()
+        source = write_prompt(drop / "tram.prompt.toml", "a tram")
+        assert _once(tmp_path, emu, drop, state).returncode == 0
+        (drop / "tram.png").unlink()
+        _expire_links(state)
+        _once(tmp_path, emu, drop, state)
+        note = (drop / "tram.error.txt").read_text(encoding="utf-8")
+        assert f"promptdrop retry --force {source}" in note and "paid" in note
+        assert not (drop / "tram.png").exists()
+        assert len(emu.stats()["submissions"]) == 1
+        env, args = daemon_env(emu.base_url), ("status", "--state-dir", str(state))
+        text = cli(*args, env=env, cwd=tmp_path).stdout
+        assert "tram.png (missing" in text, text
+        (job,) = json.loads(cli(*args, "--json", env=env, cwd=tmp_path).stdout)["jobs"]
+        assert job["missing"] == [str(drop / "tram.png")] == job["current"]
+
+
+# --- the roots -------------------------------------------------------------------------------
+
+
+def test_only_prompt_files_inside_the_loaded_roots_get_an_image(tmp_path: Path) -> None:
+    """A request shared with prompt files outside every rule's folder (or below a rule that
+    is not recursive) is delivered only to the ones inside."""
+    flat, deep, away = tmp_path / "flat", tmp_path / "deep", tmp_path / "away"
+    files = [flat / "a.prompt.toml", flat / "sub" / "b.prompt.toml", deep / "x" / "c.prompt.toml"]
+    files.append(away / "d.prompt.toml")
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_prompt(path, "shared")
+    rules = [
+        RuleConfig(name="flat", path=flat, recursive=False),
+        RuleConfig(name="deep", path=deep),
+    ]
+
+    async def main() -> list[Path]:
+        with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+            async with ToApisClient(CANARY, "http://127.0.0.1:9") as client:
+                engine = Engine(ledger, client, rules)
+                job = None
+                for path in files:
+                    (job,) = ledger.take_up(
+                        path,
+                        rule=None,
+                        content_sha256=path.name,
+                        request_hash="e" * 64,
+                        image_count=1,
+                        request={"prompt": "shared", "references": []},
+                    )
+                assert job is not None
+                return engine._live_sources(job)
+
+    assert asyncio.run(main()) == [files[2], files[0]]  # sorted by path: deep/, then flat/
