@@ -4,6 +4,7 @@ the running daemon. Never shows the API key (the ledger holds none)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -14,10 +15,12 @@ REFUSED = ("invalid", "blocked", "conflict")  # source statuses listed after the
 
 
 def status_rows(ledger: LedgerBase) -> list[dict[str, Any]]:
-    """One row per job: state, sources, task, outputs, error. Never contains the API key."""
+    """One row per job: state, sources, task, outputs (current, missing), error. Never
+    contains the API key."""
     rows = []
     for job in ledger.jobs():
         sources = [s.path for s in ledger.sources_for_request(job.request_hash)]
+        outs = ledger.outputs_for_job(job.id)
         rows.append(
             {
                 "job": job.id,
@@ -28,7 +31,11 @@ def status_rows(ledger: LedgerBase) -> list[dict[str, Any]]:
                 "sources": sources,
                 "task_id": job.task_id,
                 "attempts": job.attempts,
-                "outputs": [o.path for o in ledger.outputs_for_job(job.id)],
+                "outputs": [o.path for o in outs],
+                # The current images (not the earlier versions kept beside them)...
+                "current": [o.path for o in outs if not o.superseded],
+                # ...and every recorded image whose file is gone: shown as missing.
+                "missing": [o.path for o in outs if not os.path.lexists(o.path)],
                 "error": job.error,
             }
         )
@@ -43,8 +50,11 @@ def job_line(row: dict[str, Any]) -> str:
     line = f"{row['state']:<11} {source}{more} #{row['index']}"
     if row["task_id"]:
         line += f"  task {row['task_id']}"
-    if row["outputs"]:
-        line += f"  -> {Path(row['outputs'][-1]).name}"
+    shown = row["current"] or row["outputs"]
+    if shown:
+        line += f"  -> {Path(shown[-1]).name}"
+        if shown[-1] in row["missing"]:
+            line += " (missing: the file is gone)"
     if row["error"] and row["state"] != "done":
         line += f"  ({row['error']})"
     elif row["state"] == JobState.WAITING:

@@ -323,11 +323,27 @@ class EngineCore(ABC):
     # Prompt files of a job --------------------------------------------------------------------
 
     def _live_sources(self, job: Job) -> list[Path]:
+        """The prompt files that want this job's image now: active, still there, asking for
+        this many images, and inside the folders of the rules now loaded (a prompt file that
+        shares the request from a folder no rule watches gets nothing written beside it)."""
         found = []
         for src in self.ledger.sources_for_request(job.request_hash):
-            if (src.image_count or 1) >= job.image_index and os.path.isfile(src.path):
-                found.append(Path(src.path))
+            path = Path(src.path)
+            if (
+                (src.image_count or 1) >= job.image_index
+                and self._in_roots(path)
+                and os.path.isfile(path)
+            ):
+                found.append(path)
         return found
+
+    def _in_roots(self, path: Path) -> bool:
+        """True when `path` is in a folder a loaded rule watches (below it only if recursive)."""
+        for rule in self.rules.values():
+            root = Path(rule.path)
+            if path.parent == root or (rule.recursive and root in path.parents):
+                return True
+        return False
 
     def _note_sources(self, job: Job, text: Callable[[Job, Path], str]) -> None:
         for source in self._live_sources(job):

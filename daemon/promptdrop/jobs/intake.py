@@ -50,9 +50,9 @@ class Intake(Delivery):
         except OSError:
             data = None  # vanished, or not a regular file: the spec check says which
         content_sha = hashlib.sha256(data).hexdigest() if data is not None else None
-        if content_sha is not None and self.ledger.is_settled(path, content_sha):
+        if content_sha is not None and self._settled(path, content_sha):
             # Touched, re-synced or rescanned (every start) with the same bytes, and each image
-            # is made and written for it: what the checks below conclude, in one query.
+            # is made and still there: what the checks below conclude, in one query and a stat.
             return
         prev = self.ledger.get_source(path)
         if (
@@ -102,6 +102,12 @@ class Intake(Delivery):
         for i, job in enumerate(jobs):
             # Read again after the first: considering one job may await (a copy, a download).
             await self._consider(job if i == 0 else self.ledger.get_job(job.id), path, rule)
+
+    def _settled(self, path: Path, content_sha: str) -> bool:
+        """Nothing to do for these bytes: each image is done and its file is there (a missing
+        one is brought back by the slower road, for free while it can be)."""
+        current = self.ledger.settled_outputs(path, content_sha)
+        return current is not None and all(os.path.lexists(p) for p in current)
 
     def _refuse(
         self,
@@ -235,7 +241,9 @@ class Intake(Delivery):
         for index in range(1, count + 1):
             for fmt in OUTPUT_FORMATS:
                 candidate = outputs.output_path(source, index, count, fmt)
-                if os.path.lexists(candidate) and not self._is_ours(candidate, request_hash):
+                if os.path.lexists(candidate) and not self._is_ours(
+                    candidate, request_hash, source
+                ):
                     return candidate
         return None
 

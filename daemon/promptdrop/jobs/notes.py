@@ -81,14 +81,14 @@ def foreign_output_text(name: str) -> str:
     )
 
 
-def appeared_text(name: str, source: Path) -> str:
-    """A file promptdrop did not make took the output name while the image was being made."""
+def displaced_text(name: str, saved_as: str) -> str:
+    """The image's plain name is held by a file promptdrop did not make: saved beside it."""
     return (
-        f'"{name}" appeared in this folder and '
-        "promptdrop did not make it, so the new image was not saved "
-        "over it.\nWhat to do: rename or move it, then run "
-        f'"promptdrop retry {source}" (free: the image is kept '
-        "for 24 hours)."
+        f'"{name}" is a file promptdrop did not make, so it was left as it is and the new '
+        f'image was saved as "{saved_as}" instead (promptdrop never replaces files it did not '
+        "write).\n"
+        f'What to do: nothing is lost. To have the image under its usual name, move "{name}" '
+        f'away and rename "{saved_as}" to "{name}".'
     )
 
 
@@ -148,11 +148,14 @@ def pause_fix(reason: str) -> str:
 
 
 def link_expired_text(task_id: str | None, source: Path) -> str:
-    """A done request asked for again, whose image file and download link are both gone."""
+    """A done request whose image file is gone, with no kept copy and an expired download link:
+    nothing more can be had for free."""
     return (
-        f"This request was already made (task {task_id}), but its image file is gone "
-        "and its download link has expired, so promptdrop did not pay for it again.\n"
-        f'What to do: run "promptdrop retry {source}" to make a new image (it is paid again).'
+        f"This request was already made (task {task_id}), but its image file is gone, no copy "
+        "of it is left, and its download link has expired (links last 24 hours), so promptdrop "
+        "did not pay for it again.\n"
+        f'What to do: run "promptdrop retry --force {source}" to make a new image; it is paid '
+        "again."
     )
 
 

@@ -61,23 +61,32 @@ class OutputsMixin(LedgerCore):
         rows = self._rows("SELECT * FROM outputs WHERE path = ?", [self._paths.encode(path)])
         return self._output(rows[0]) if rows else None
 
-    def move_output(self, old: Path | str, new: Path | str) -> None:
-        """Record that one of our files was renamed aside to keep an earlier version."""
+    def move_output(self, old: Path | str, new: Path | str, *, superseded: bool = True) -> None:
+        """Record that one of our files was renamed: aside to keep an earlier version (the
+        default), or back to its plain name as the current image (superseded=False)."""
         old_key, new_key = self._paths.encode(old), self._paths.encode(new)
+        flag = 1 if superseded else 0
 
         def work() -> None:
             # A stale record of a file the user deleted must not block the name.
             self._run("DELETE FROM outputs WHERE path = ?", [new_key])
             self._run(
-                "UPDATE outputs SET path = ?, superseded = 1 WHERE path = ?", [new_key, old_key]
+                "UPDATE outputs SET path = ?, superseded = ? WHERE path = ?",
+                [new_key, flag, old_key],
             )
 
         def committed() -> bool:
             return not self._rows("SELECT 1 FROM outputs WHERE path = ?", [old_key]) and bool(
-                self._rows("SELECT 1 FROM outputs WHERE path = ? AND superseded = 1", [new_key])
+                self._rows(
+                    "SELECT 1 FROM outputs WHERE path = ? AND superseded = ?", [new_key, flag]
+                )
             )
 
         self._atomic(work, committed)
+
+    def forget_output(self, path: Path | str) -> None:
+        """Drop the record of a file of ours that is gone (its image now lives elsewhere)."""
+        self._run("DELETE FROM outputs WHERE path = ?", [self._paths.encode(path)])
 
     def outputs_for_job(self, job_id: int) -> list[Output]:
         rows = self._rows("SELECT * FROM outputs WHERE job_id = ? ORDER BY id", [job_id])
@@ -90,6 +99,21 @@ class OutputsMixin(LedgerCore):
             [self._paths.encode(source_path), job.id, job.generation],
         )
         return self._output(rows[0]) if rows else None
+
+    def outputs_for_source_job(self, source_path: Path | str, job: Job) -> list[Output]:
+        """Every file written for this source from this job's current generation (its plain
+        name, a version it was set aside to, or both after a copy), oldest first."""
+        rows = self._rows(
+            "SELECT * FROM outputs WHERE source_path = ? AND job_id = ? AND generation = ?"
+            " ORDER BY id",
+            [self._paths.encode(source_path), job.id, job.generation],
+        )
+        return [self._output(r) for r in rows]
+
+    def outputs_with_sha(self, sha256: str) -> list[Output]:
+        """Every file of ours recorded with these bytes, whichever job or source it was for."""
+        rows = self._rows("SELECT * FROM outputs WHERE sha256 = ? ORDER BY id", [sha256])
+        return [self._output(r) for r in rows]
 
     def outputs_for_source(self, source_path: Path | str) -> list[Output]:
         rows = self._rows(

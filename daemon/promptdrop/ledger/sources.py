@@ -85,18 +85,30 @@ class SourcesMixin(LedgerCore):
     def is_settled(self, path: Path | str, content_sha256: str) -> bool:
         """True when the prompt file at `path` is recorded as active with these bytes and each
         of its images is DONE with a file recorded for this very source from the job's current
-        generation: a rescan of it has nothing to do. One query, so a restart on many done
+        generation (whether the files are still there is `settled_outputs`' caller's to ask)."""
+        return self.settled_outputs(path, content_sha256) is not None
+
+    def settled_outputs(self, path: Path | str, content_sha256: str) -> list[str] | None:
+        """The current files recorded for the prompt file at `path` (not those set aside)
+        when it is settled (see `is_settled`), else None: a rescan has nothing to do as long
+        as each of them is there, which a `stat` tells. One query, so a restart on many done
         files does not pay three each."""
         rows = self._rows(
-            "SELECT COALESCE(s.image_count, 1) AS wanted, (SELECT COUNT(*) FROM jobs j"
-            " WHERE j.request_hash = s.request_hash AND j.image_index <= COALESCE(s.image_count, 1)"
-            " AND j.state = ? AND EXISTS (SELECT 1 FROM outputs o WHERE o.source_path = s.path"
-            " AND o.job_id = j.id AND o.generation = j.generation)) AS done"
-            " FROM sources s WHERE s.path = ? AND s.status = 'active' AND s.content_sha256 = ?"
+            "SELECT COALESCE(s.image_count, 1) AS wanted, j.id AS job, o.path AS out"
+            " FROM sources s LEFT JOIN jobs j ON j.request_hash = s.request_hash"
+            " AND j.image_index <= COALESCE(s.image_count, 1) AND j.state = ?"
+            " LEFT JOIN outputs o ON o.source_path = s.path AND o.job_id = j.id"
+            " AND o.generation = j.generation AND o.superseded = 0"
+            " WHERE s.path = ? AND s.status = 'active' AND s.content_sha256 = ?"
             " AND s.request_hash IS NOT NULL",
             [str(JobState.DONE), self._paths.encode(path), content_sha256],
         )
-        return bool(rows) and int(rows[0]["done"]) == int(rows[0]["wanted"])
+        if not rows:
+            return None
+        done = {r["job"] for r in rows if r["out"] is not None}
+        if len(done) != int(rows[0]["wanted"]):
+            return None
+        return [self._paths.decode(r["out"]) for r in rows if r["out"] is not None]
 
     def set_source_status(self, path: Path | str, status: str, error: str | None = None) -> None:
         self._run(

@@ -3,7 +3,7 @@
 "poster.prompt.toml" makes "poster.png" (or "poster-1.png", "poster-2.png"... for several
 images), keeps an earlier "poster.png" as "poster.v1.png", and explains a failure in
 "poster.error.txt". Every name fits in NAME_MAX_BYTES. Nothing here touches the disk except
-`versioned_path`, and it only asks the `taken` function it is given.
+`versioned_path` and `next_version`, and they only ask the `taken` function they are given.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ NOTE_SUFFIX = ".error.txt"
 NAME_MAX_BYTES = 255
 
 StrPath = str | os.PathLike[str]
+# The formats the API returns an image in: each gives the plain name another extension.
+IMAGE_FORMATS = ("png", "jpeg", "webp")
 
 
 def is_own_temp(name: StrPath) -> bool:
@@ -100,6 +102,27 @@ def versioned_path(path: StrPath, taken: Callable[[Path], bool] = os.path.lexist
     while taken(candidate := versioned_name(path, n)):
         n += 1
     return candidate
+
+
+def plain_names(source: StrPath, index: int, count: int) -> list[Path]:
+    """Every name image `index` of `count` made from `source` can take, one per format the API
+    may return: "poster.png", "poster.jpg", "poster.webp". Only one of them is current."""
+    return [output_path(source, index, count, fmt) for fmt in IMAGE_FORMATS]
+
+
+def next_version(path: StrPath, taken: Callable[[Path], bool] = os.path.lexists) -> Path:
+    """The first "poster.vN.EXT" (for `path` = "poster.EXT") whose number N no version of the
+    same name holds in any image format: the versions of one source count up across formats,
+    so "poster.v1.png" and "poster.v1.jpg" never both exist."""
+    p = Path(path)
+    stem = os.path.splitext(p.name)[0]
+    n = 1
+    while any(
+        taken(versioned_name(p.with_name(stem + imaging.EXTENSIONS[fmt]), n))
+        for fmt in IMAGE_FORMATS
+    ):
+        n += 1
+    return versioned_name(p, n)
 
 
 def note_path(source: StrPath) -> Path:
