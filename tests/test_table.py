@@ -78,6 +78,7 @@ STEPS = {
             K.QUOTA_EMPTY,
         },
     ),
+    "adopt": ({S.PENDING}, {K.ADOPTED}),
     "download": (
         {S.DOWNLOADING},
         {K.RESULT_EXPIRED, K.DOWNLOAD_FAILED, K.WRITE_FAILED, K.WRITTEN, K.UNWANTED},

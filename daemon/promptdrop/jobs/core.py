@@ -252,6 +252,8 @@ class EngineCore(ABC):
             fields.update(
                 result_url=task.url, expires_at=task.expires_at, task_json=_json(task.raw)
             )
+        if fx & Effect.RECORD_FOUND and task is not None:
+            fields.update(task_id=task.id or None, task_json=_json(task.raw))
         if fx & Effect.RECORD_IMAGE:
             fields.update(image_sha256=outcome.image_sha256, image_format=outcome.image_format)
         if fx & Effect.COUNT_INTENT:

@@ -17,10 +17,11 @@ from pathlib import Path
 import structlog
 
 from promptdrop import outputs
-from promptdrop.jobs import late_refs, notes
+from promptdrop.api import TaskState
+from promptdrop.jobs import adoption, late_refs, notes
 from promptdrop.jobs.delivery import Delivery
 from promptdrop.jobs.outcomes import Kind, Outcome
-from promptdrop.ledger import Job, JobState, Source
+from promptdrop.ledger import Job, JobState, Source, StaleTransition
 from promptdrop.spec import RuleConfig, SpecError, read_prompt_file
 
 S = JobState
@@ -233,8 +234,49 @@ class Intake(Delivery):
                 self._commit(job, Outcome(Kind.RESUBMIT_ALLOWED))
             else:
                 outputs.write_note(source, notes.ambiguous_text(source))
+        elif job.state is S.PENDING and await self._adopt(job, source):
+            return  # the folder already held its image: nothing to send
         else:
             self.launch(job.id)
+
+    async def _adopt(self, job: Job, source: Path) -> bool:
+        """Record as this job's image one that promptdrop made for exactly this request and
+        index and that is in the folder already (a fresh ledger, another daemon's work); True
+        when adopted. A kept version found this way is then brought back to the plain name."""
+        count = self._count(job, source)
+        found = await asyncio.to_thread(adoption.look, source, job.image_index, count)
+        pick = adoption.choose(found, job.request_hash, job.image_index)
+        if pick is None:
+            return False
+        task = TaskState(
+            id=pick.task_id,
+            status="completed",
+            raw_status="adopted",
+            progress=None,
+            url=None,
+            expires_at=None,
+            error=None,
+            raw={"adopted_from": pick.path.name, "task_id": pick.task_id},
+        )
+        outcome = Outcome(
+            Kind.ADOPTED,
+            pick.path.name,
+            task=task,
+            image_sha256=pick.sha256,
+            image_format=pick.format,
+        )
+        try:
+            done = self._commit(job, outcome)
+        except StaleTransition:
+            return True  # another daemon moved it meanwhile: it is that daemon's now
+        self.ledger.record_output(
+            pick.path, job=done, source_path=source, sha256=pick.sha256, fmt=pick.format
+        )
+        if pick.plain:
+            self._settle_note(source)
+        else:
+            await self._deliver_existing(done, source)  # a revert: back to the plain name
+        return True
 
     def _foreign_output(self, source: Path, count: int, request_hash: str) -> Path | None:
         """A file under one of this source's output names that promptdrop did not write."""

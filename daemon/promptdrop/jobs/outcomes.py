@@ -59,6 +59,8 @@ class Kind(StrEnum):
     WANTED_AGAIN = "wanted again"  # an orphaned job's request is asked for again
     RESUBMIT_ALLOWED = "resubmit allowed"  # an ambiguous job, rules that opt in to resending
     BUDGET_ROOM = "budget room"  # a waiting job, a day with room in its budget
+    # The folder as a second ledger.
+    ADOPTED = "adopted"  # message: the file; task: its provenance's task; image_sha256, format
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ class Effect(Flag):
     FORGET_UPLOADS = auto()  # the cached upload URLs of this request are stale
     LAUNCH = auto()  # drive the job again (it is not being driven now)
     OBSERVE_LATENCY = auto()  # tell observers how long the task took from submit to image
+    RECORD_FOUND = auto()  # store the task id an adopted image's provenance names (not sent)
 
 
 FAIL = Effect.SET_ERROR | Effect.FINISHED | Effect.NOTE_FAILED
@@ -222,6 +223,13 @@ TABLE: dict[tuple[JobState, Kind], Row] = {
         say="waiting job dropped: no prompt file wants it",
     ),
     (S.WAITING, K.BUDGET_ROOM): Row(S.PENDING, "a new day's budget has room"),
+    # The folder already holds the image promptdrop made for this request: nothing is sent.
+    (S.PENDING, K.ADOPTED): Row(
+        S.DONE,
+        "adopted from the folder: {message} (made for this request before; nothing paid)",
+        Effect.RECORD_FOUND | Effect.RECORD_IMAGE | Effect.FINISHED,
+        say="image found in the folder and adopted; nothing paid",
+    ),
     (S.FAILED, K.WANTED_AGAIN): Row(S.PENDING, "a prompt file asks for it again", Effect.LAUNCH),
     (S.AMBIGUOUS, K.RESUBMIT_ALLOWED): Row(
         S.PENDING, "rules allow resubmitting ambiguous jobs", Effect.LAUNCH

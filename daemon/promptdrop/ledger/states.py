@@ -23,7 +23,8 @@ class JobState(StrEnum):
 S = JobState
 
 ALLOWED: dict[JobState, frozenset[JobState]] = {
-    S.PENDING: frozenset({S.UPLOADING, S.SUBMITTING, S.WAITING, S.FAILED}),
+    # DONE with nothing sent: an image made for this very request found in the folder (adopted).
+    S.PENDING: frozenset({S.UPLOADING, S.SUBMITTING, S.WAITING, S.FAILED, S.DONE}),
     # Nothing was sent while waiting, so a waiting job simply becomes pending again.
     S.WAITING: frozenset({S.PENDING, S.FAILED}),
     # Uploads cost nothing, so an interrupted upload simply starts over.
