@@ -138,8 +138,15 @@ class Intake(Delivery):
             )
             self._drop_orphans(prev, None)
         outputs.write_note(path, message)  # unchanged text is not rewritten
-        if not again:
-            log.warning("prompt file refused", source=str(path), problems=len(exc.problems))
+        if again:
+            return
+        note = str(outputs.note_path(path))
+        if missing:
+            shown = ", ".join(late_refs.shown_names(path, missing))
+            log.info("prompt file waits for a reference image", source=str(path), waits_for=shown)
+        else:
+            first = exc.problems[0].message if exc.problems else "invalid"
+            log.warning("prompt file refused", source=str(path), problem=first, note=note)
 
     def _block(
         self,
