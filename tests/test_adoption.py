@@ -122,3 +122,13 @@ def test_a_fresh_ledger_adopts_a_kept_version_and_brings_it_back_for_free(
     texts = {p.name: read_provenance(p.read_bytes())["promptdrop:prompt"] for p in current}
     assert texts["poster.png"] == "take one"
     assert sorted(texts.values()) == ["take one", "take two"]
+
+
+def test_a_webp_image_is_adopted_by_its_xmp_provenance(tmp_path: Path) -> None:
+    source = tmp_path / "poster.prompt.toml"
+    plain = tmp_path / "poster.webp"
+    Image.new("RGB", (8, 8), (200, 20, 30)).save(plain, "WEBP")
+    info = {"promptdrop:request": REQ, "promptdrop:index": "1"}
+    plain.write_bytes(with_provenance(plain.read_bytes(), "webp", info))
+    pick = choose(look(source, 1, 1), REQ, 1)
+    assert pick is not None and pick.path == plain and pick.format == "webp"

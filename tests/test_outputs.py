@@ -462,10 +462,9 @@ def test_jpeg_provenance_comment_comes_after_the_jfif_header() -> None:
     assert stamped[2:4] == b"\xff\xe0"  # APP0 still directly follows SOI
 
 
-def test_webp_is_returned_unchanged() -> None:
-    original = make_image("webp")
-    assert with_provenance(original, "webp", INFO) == original
-    assert read_provenance(original) == {}
+def test_a_webp_without_our_xmp_has_no_provenance() -> None:
+    """WebP now carries provenance as XMP (tests/test_webp_provenance.py); a plain one has none."""
+    assert read_provenance(make_image("webp")) == {}
 
 
 def test_provenance_refuses_data_that_is_not_the_named_format() -> None:

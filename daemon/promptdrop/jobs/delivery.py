@@ -120,7 +120,7 @@ class Delivery(EngineCore):
         back from where it was kept), after every earlier image of ours at any of the plain
         names is set aside. True when the image is now beside `source`."""
         final = outputs.output_path(source, job.image_index, self._count(job, source), fmt)
-        if stamp and kept is None and fmt in ("png", "jpeg"):
+        if stamp and kept is None and fmt in ("png", "jpeg", "webp"):
             data = outputs.with_provenance(data, fmt, provenance(job, source))
         keep = None if kept is None else Path(kept.path)
         for attempt in range(_TRIES):

@@ -1,4 +1,5 @@
-"""Provenance inside the image: PNG iTXt chunks and JPEG comments, written and read back.
+"""Provenance inside the image: PNG iTXt chunks, JPEG comments and WebP XMP, written and read
+back.
 
 Pure byte work: the pixel data is never re-encoded, and nothing here touches a file.
 """
@@ -11,6 +12,7 @@ import zlib
 from collections.abc import Mapping
 
 from promptdrop import imaging
+from promptdrop.outputs import webp
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_TEXT_LIMIT = 1024 * 1024
@@ -21,9 +23,10 @@ def with_provenance(data: bytes, fmt: str, info: Mapping[str, str]) -> bytes:
 
     PNG: one uncompressed iTXt chunk per key, right after IHDR (earlier text with the same keys
     is dropped). JPEG: one COM segment holding a UTF-8 JSON object, after SOI and the APPn
-    segments that must come first (an earlier promptdrop comment is dropped). WebP: returned
-    unchanged, provenance is not supported for it yet. Raises imaging.ImageError when the
-    bytes are not a well-formed image of format `fmt`, ValueError for an unusable key.
+    segments that must come first (an earlier promptdrop comment is dropped). WebP: an XMP
+    packet in the RIFF container (`outputs.webp`; keys must be "promptdrop:NAME"). Other
+    formats are returned unchanged. Raises imaging.ImageError when the bytes are not a
+    well-formed image of format `fmt`, ValueError for an unusable key.
     """
     if imaging.sniff(data) != fmt:
         raise imaging.ImageError(f"the data is not a {fmt.upper()} image")
@@ -31,6 +34,8 @@ def with_provenance(data: bytes, fmt: str, info: Mapping[str, str]) -> bytes:
         return _png_with_text(data, info)
     if fmt == "jpeg":
         return _jpeg_with_comment(data, info)
+    if fmt == "webp":
+        return webp.with_xmp(data, info)
     return data
 
 
@@ -38,7 +43,7 @@ def read_provenance(data: bytes) -> dict[str, str]:
     """The metadata `with_provenance` embeds, read back; {} when there is none or on bad data.
 
     For PNG every text chunk is returned (ours have the keys the engine chose); for JPEG the
-    JSON-object comments are merged.
+    JSON-object comments are merged; for WebP the keys of our XMP namespace are returned.
     """
     try:
         fmt = imaging.sniff(data)
@@ -46,6 +51,8 @@ def read_provenance(data: bytes) -> dict[str, str]:
             return _png_read_text(data)
         if fmt == "jpeg":
             return _jpeg_read_comments(data)
+        if fmt == "webp":
+            return webp.read_xmp(data)
     except (ValueError, struct.error, zlib.error):
         pass
     return {}
