@@ -40,11 +40,12 @@ def test_a_folder_of_valid_files_passes(tmp_path: Path) -> None:
 
 def test_a_problem_is_printed_as_path_line_col_message(tmp_path: Path) -> None:
     write(tmp_path / "a.prompt.toml", 'prompt = "fox"\n')
-    bad = write(tmp_path / "b.prompt.toml", 'prompt = "owl"\nsize = "5:4"\n')
+    bad = write(tmp_path / "b.prompt.toml", 'prompt = "owl"\nsize = "7:3"\n')
     rc, lines = check(tmp_path)
     assert rc == 1
     assert lines == [
-        f"{bad}:2:1: size '5:4' is not one of 1:1, 16:9, 9:16, 4:3, 3:4, 3:2, 2:3",
+        f"{bad}:2:1: size '7:3' is not one of 1:1, 16:9, 9:16, 4:3, 3:4, 3:2, 2:3, 4:5, 5:4, "
+        "21:9, 1:4, 4:1, 1:8, 8:1",
         "checked 2 files: 1 with problems",
     ]
 

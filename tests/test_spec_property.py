@@ -10,7 +10,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from promptdrop.spec import MODELS, SIZES, Request, SpecError, read_defaults, read_prompt_file
+from promptdrop.capabilities import MODELS as CAPABILITY_ROWS
+from promptdrop.capabilities import ModelRow, row_of
+from promptdrop.spec import Request, SpecError, read_defaults, read_prompt_file
 
 SETTINGS = settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -87,17 +89,31 @@ prompt_text = st.text(
     max_size=200,
 ).filter(lambda s: s.strip() == s and s != "")
 
-valid_prompt = st.fixed_dictionaries(
-    {"prompt": prompt_text},
-    optional={
-        "size": st.sampled_from(SIZES),
-        "model": st.sampled_from(MODELS),
+
+def _valid_for(row: ModelRow, named: bool) -> st.SearchStrategy[dict[str, Any]]:
+    """Valid prompt files for one model: only what its row takes."""
+    optional: dict[str, st.SearchStrategy[Any]] = {
+        "size": st.sampled_from(row.sizes),
         "count": st.integers(1, 10),
-        "orientation": st.sampled_from(["landscape", "portrait"]),
         "references": st.lists(
-            st.sampled_from(["https://a.example/x.png", "http://b.example/y.jpg"]), max_size=14
+            st.sampled_from(["https://a.example/x.png", "http://b.example/y.jpg"]),
+            max_size=row.max_references,
         ),
-    },
+    }
+    if row.orientation:
+        optional["orientation"] = st.sampled_from(["landscape", "portrait"])
+    if row.resolutions:
+        optional["resolution"] = st.sampled_from(row.resolutions)
+    required: dict[str, st.SearchStrategy[Any]] = {"prompt": prompt_text}
+    if named:
+        required["model"] = st.sampled_from(row.names)
+    return st.fixed_dictionaries(required, optional=optional)
+
+
+# Any model of the table, named by id or alias, or the default model left unnamed.
+valid_prompt = st.one_of(
+    _valid_for(row_of(None), named=False),
+    st.sampled_from(CAPABILITY_ROWS).flatmap(lambda row: _valid_for(row, named=True)),
 )
 
 

@@ -322,8 +322,9 @@ CASES = [
     case("count_eleven", {TARGET: 'prompt = "x"\ncount = 11\n'}, error="from 1 to 10; it is 11"),
     case(
         "unknown_size",
-        {TARGET: 'prompt = "x"\n\nsize = "5:4"\n'},
-        error="size '5:4' is not one of 1:1, 16:9, 9:16, 4:3, 3:4, 3:2, 2:3",
+        {TARGET: 'prompt = "x"\n\nsize = "7:3"\n'},
+        error="size '7:3' is not one of 1:1, 16:9, 9:16, 4:3, 3:4, 3:2, 2:3, 4:5, 5:4, 21:9, 1:4, "
+        "4:1, 1:8, 8:1",
         line=3,
         col=1,
     ),
@@ -539,7 +540,7 @@ def test_table_has_at_least_forty_cases() -> None:
 
 def test_all_problems_of_a_file_are_reported_together(tmp_path: Path) -> None:
     (tmp_path / TARGET).write_text(
-        'promt = "x"\nsize = "5:4"\ncount = 0\n' + refs_toml(["/abs.png", "missing.png"])
+        'promt = "x"\nsize = "7:3"\ncount = 0\n' + refs_toml(["/abs.png", "missing.png"])
     )
     with pytest.raises(SpecError) as info:
         read_prompt_file(tmp_path / TARGET, tmp_path)
@@ -547,7 +548,7 @@ def test_all_problems_of_a_file_are_reported_together(tmp_path: Path) -> None:
     for part in (
         "unknown key 'promt'",
         "prompt is missing",
-        "size '5:4'",
+        "size '7:3'",
         "count must",
         "absolute path",
         "'missing.png' was not found",
@@ -555,7 +556,7 @@ def test_all_problems_of_a_file_are_reported_together(tmp_path: Path) -> None:
         assert part in text
     assert info.value.not_ready is False
     assert any(
-        line.startswith(f"{tmp_path / TARGET}:2:1: size '5:4'") for line in text.splitlines()
+        line.startswith(f"{tmp_path / TARGET}:2:1: size '7:3'") for line in text.splitlines()
     )
 
 

@@ -165,7 +165,7 @@ class ToApisClient:
         prompt: str,
         size: str,
         image_urls: Sequence[str] = (),
-        metadata: Mapping[str, str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> TaskState:
         """Start one generation (n=1) and return the new task. Raises Ambiguous, never
         retrying, when the request may have reached the API but its answer was lost."""

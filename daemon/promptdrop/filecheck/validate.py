@@ -11,7 +11,12 @@ from pydantic_core import ErrorDetails
 
 from promptdrop.filecheck.locate import locate, locate_key
 from promptdrop.filecheck.problems import Problem
-from promptdrop.filecheck.wording import describe, field_message, unknown_key_message
+from promptdrop.filecheck.wording import (
+    describe,
+    field_message,
+    option_message,
+    unknown_key_message,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -73,6 +78,18 @@ def _value_problems(
         if not loc:
             continue
         key = str(loc[0])
+        if key == "options" and len(loc) > 1:
+            # One problem per option, each found in its [options] table if written there.
+            name = str(loc[1])
+            if f"options.{name}" in seen:
+                continue
+            seen.add(f"options.{name}")
+            line, col = locate(text, name, f"{table}.options" if table else "options", index)
+            if line is None:
+                line, col = locate(text, key, table, index)
+            message = option_message(loc[1:], err, known.get(key))
+            problems.append(Problem(path, prefix + message, line, col))
+            continue
         if key in seen:
             continue
         seen.add(key)

@@ -7,18 +7,23 @@ gets a close-match suggestion ("did you mean 'size'?").
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time
 from typing import Any
 
+from promptdrop.capabilities import OPTIONS, SAFETY_CATEGORIES, SAFETY_THRESHOLDS
 from promptdrop.filecheck.fields import (
     CHOICES,
     DEFAULTS_NAME,
     MAX_PROMPT_CHARS,
     MAX_REFERENCES,
     NEEDS,
+    OPTION_CHOICES,
+    OPTION_NEEDS,
     STYLE_SEPARATOR,
 )
+
+OPTION_KEYS: tuple[str, ...] = tuple(OPTIONS)
 
 
 def describe(value: Any) -> str:
@@ -60,6 +65,35 @@ def field_message(key: str, value: Any) -> str:
     if isinstance(value, str) and key in ("count", "max_in_flight", "daily_budget"):
         msg += f" (write {key} = {value.strip()} without quotes)" if value.strip().isdigit() else ""
     return msg
+
+
+def option_message(loc: Sequence[str | int], err: Mapping[str, Any], table: Any) -> str:
+    """Our wording for a wrong entry of an [options] table; `loc` starts at the option's name."""
+    name = str(loc[0])
+    if err["type"] == "extra_forbidden":
+        return "[options] " + unknown_key_message(name, OPTION_KEYS, "options")
+    value = table.get(name) if isinstance(table, Mapping) else None
+    if name == "safety_settings" and len(loc) > 1 and isinstance(loc[1], int):
+        entry = f"options.safety_settings entry {loc[1] + 1}"
+        if len(loc) > 2:
+            part = str(loc[2])
+            if err["type"] == "extra_forbidden":
+                return f"{entry} has an unknown key '{part}'; it takes category and threshold"
+            if err["type"] == "missing":
+                return f'{entry} has no {part}; add {part} = "..."'
+            allowed = SAFETY_CATEGORIES if part == "category" else SAFETY_THRESHOLDS
+            return f"{entry}: {part} must be one of {', '.join(allowed)}"
+        return f'{entry} must be a table like {{ category = "...", threshold = "..." }}'
+    choices = OPTION_CHOICES.get(name)
+    if choices is not None:
+        if isinstance(value, str):
+            return f"options.{name} '{value}' is not one of {', '.join(choices)}"
+        return f"options.{name} must be one of {', '.join(choices)} (in quotes); it is " + (
+            describe(value)
+        )
+    return f"options.{name} must be {OPTION_NEEDS.get(name, 'a different value')}; it is " + (
+        describe(value)
+    )
 
 
 def prompt_length_message(prompt: str, style: str | None) -> str:

@@ -36,11 +36,42 @@ class Layer:
 
 
 def merged(layers: Sequence[Layer]) -> dict[str, Any]:
-    """The values of all layers, farthest first: a nearer layer's key replaces a farther one's."""
+    """The values of all layers, farthest first: a nearer layer's key replaces a farther one's.
+
+    `[options]` merge the same way one level down: a nearer option replaces a farther one, and
+    the options nobody nearer sets are kept.
+    """
     values: dict[str, Any] = {}
     for layer in layers:
-        values.update(layer.values)
+        for key, value in layer.values.items():
+            if key == "options" and isinstance(value, dict):
+                values["options"] = {**values.get("options", {}), **value}
+            else:
+                values[key] = value
     return values
+
+
+def inherited(layers: Sequence[Layer]) -> dict[str, str]:
+    """Where each value the last layer (the prompt file) does not set comes from, for messages.
+
+    Keys as `merged` gives them, options as "options.NAME"; the place is the defaults file's
+    path, or "the rule's defaults".
+    """
+    *above, own = layers
+    where: dict[str, str] = {}
+    for layer in above:
+        place = str(layer.path) if layer.text else "the rule's defaults"
+        for key, value in layer.values.items():
+            if key == "options" and isinstance(value, dict):
+                where.update({f"options.{name}": place for name in value})
+            else:
+                where[key] = place
+    for key, value in own.values.items():
+        where.pop(key, None)
+        if key == "options" and isinstance(value, dict):
+            for name in value:
+                where.pop(f"options.{name}", None)
+    return where
 
 
 def nearest_with_references(layers: Sequence[Layer]) -> Layer | None:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from promptdrop.config.options import Options
 from promptdrop.filecheck.fields import (
     MAX_COUNT,
-    MAX_PROMPT_CHARS,
     MAX_REFERENCES,
     Model,
     Orientation,
+    Resolution,
     Size,
 )
 
@@ -24,17 +25,25 @@ class PromptFile(BaseModel):
 
     prompt: str = Field(
         min_length=1,
-        max_length=MAX_PROMPT_CHARS,
-        description="What the image should show. Required, 1 to 1000 characters; a folder "
-        "'style' from .promptdrop.toml is appended after a blank line and counts too.",
+        description="What the image should show. Required. nano-banana (the default model) "
+        "takes at most 1000 characters; the other models state no limit. A folder 'style' "
+        "from .promptdrop.toml is appended after a blank line and counts too.",
     )
     size: Size | None = Field(
         default=None,
-        description="Aspect ratio: 1:1 (the default), 16:9, 9:16, 4:3, 3:4, 3:2 or 2:3.",
+        description="Aspect ratio, 1:1 by default. nano-banana takes 1:1, 16:9, 9:16, 4:3, 3:4, "
+        "3:2 and 2:3; the other models add 4:5, 5:4 and 21:9, and some 1:4, 4:1, 1:8 and 8:1 "
+        "(`promptdrop models` lists them per model).",
     )
     model: Model | None = Field(
         default=None,
-        description="gemini-2.5-flash-image-preview (the default) or its alias nano-banana.",
+        description="Which model draws the image: gemini-2.5-flash-image-preview (nano-banana, "
+        "the default), or another model of the family, by id or alias (`promptdrop models`).",
+    )
+    resolution: Resolution | None = Field(
+        default=None,
+        description="How big the image is: 0.5K, 1K, 2K or 4K (a long edge of about 512, 1024, "
+        "2048 or 4096 pixels), as the model offers; 1K by default. nano-banana offers 1K only.",
     )
     count: int | None = Field(
         default=None,
@@ -50,5 +59,10 @@ class PromptFile(BaseModel):
         max_length=MAX_REFERENCES,
         description="Up to 14 reference images: paths relative to this file's folder (JPEG, PNG "
         "or WebP, at most 10 MB, inside the watched folder) or http(s) web addresses. Replaces "
-        "the references of .promptdrop.toml.",
+        "the references of .promptdrop.toml. gemini-2.5-flash-image-official takes at most 3.",
+    )
+    options: Options | None = Field(
+        default=None,
+        description="The model's extra settings ([options]): output format, temperature, "
+        "safety settings, thinking, Google search... Each is taken by some models only.",
     )

@@ -13,7 +13,13 @@ from promptdrop.filecheck.reading import load
 from promptdrop.filecheck.refform import reference_forms
 from promptdrop.filecheck.validate import validate_table
 from promptdrop.spec.containment import check_inside_root
-from promptdrop.spec.folder_defaults import Layer, folder_layers, merged, nearest_with_references
+from promptdrop.spec.folder_defaults import (
+    Layer,
+    folder_layers,
+    inherited,
+    merged,
+    nearest_with_references,
+)
 from promptdrop.spec.prompt_file import PromptFile
 from promptdrop.spec.references import resolve_listed
 from promptdrop.spec.request import Reference, Request, effective_request
@@ -29,7 +35,7 @@ def read_prompt_file(
     merging of lists: the nearest list wins whole (the prompt's list replaces the defaults' list,
     a nearer defaults list replaces a farther one), so a prompt can drop a shared reference; each
     list is relative to the folder of the file that lists it (rule defaults: the root). `style`
-    is appended to the prompt after a blank line; the sum must stay within 1000 characters.
+    is appended to the prompt after a blank line; the sum must stay within the model's limit.
     Whitespace around the prompt and the style is dropped first.
     Local references are read and hashed; every problem in every file involved is reported.
     """
@@ -52,7 +58,9 @@ def read_prompt_file(
     references, more = _resolve_nearest([*layers, own], root_real)
     problems += more
     if obj is not None and not errors:
-        request, more = effective_request(merged([*layers, own]), path, text, references)
+        request, more = effective_request(
+            merged([*layers, own]), path, text, references, inherited([*layers, own])
+        )
         problems += more
         if request is not None and not problems:
             return request

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from promptdrop.capabilities import DEFAULT_MODEL, MODELS, NEEDS_OPTION, ModelRow
 from promptdrop.config.defaults import FolderDefaults
 from promptdrop.config.models import RulesFile
 from promptdrop.filecheck.fields import DEFAULTS_NAME
@@ -20,7 +21,10 @@ _SCHEMA_MODELS: dict[str, tuple[type[BaseModel], str, str]] = {
     "prompt": (
         PromptFile,
         "promptdrop prompt file (NAME.prompt.toml)",
-        "One image request: a prompt and its options. Unknown keys are errors.",
+        "One image request: a prompt and its options. Unknown keys are errors. What each "
+        "model takes is checked per model, judging the file alone (a file that names no "
+        "model is judged for the default model; folder defaults may choose another, which "
+        "`promptdrop check` sees).",
     ),
     "defaults": (
         FolderDefaults,
@@ -62,4 +66,38 @@ def json_schema(kind: SchemaKind) -> dict[str, Any]:
     schema = _tidy(model.model_json_schema())
     schema["title"] = title
     schema["description"] = description
+    if kind == "prompt":
+        schema["allOf"] = [_per_model(row) for row in MODELS] + [_needs()]
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+def _per_model(row: ModelRow) -> dict[str, Any]:
+    """If the file asks for `row`'s model (or names none, for the default): what it may ask."""
+    names = {"properties": {"model": {"enum": list(row.names)}}, "required": ["model"]}
+    chosen = (
+        {"anyOf": [{"not": {"required": ["model"]}}, names]} if row.id == DEFAULT_MODEL else names
+    )
+    then: dict[str, Any] = {
+        "size": {"enum": list(row.sizes)},
+        "resolution": {"enum": list(row.resolutions)} if row.resolutions else False,
+        "references": {"maxItems": row.max_references},
+        "options": {"propertyNames": {"enum": list(row.options)}} if row.options else False,
+    }
+    if not row.orientation:
+        then["orientation"] = False
+    if row.prompt_limit is not None:
+        then["prompt"] = {"maxLength": row.prompt_limit}
+    return {"if": chosen, "then": {"properties": then}}
+
+
+def _needs() -> dict[str, Any]:
+    """Options that need another option at a value (compression_quality needs JPEG...)."""
+    rules = []
+    for name, needs, value in NEEDS_OPTION:
+        given: dict[str, Any] = {"required": [name]}
+        if value is True:  # a switch needs the other only when it is on
+            given["properties"] = {name: {"const": True}}
+        rules.append(
+            {"if": given, "then": {"required": [needs], "properties": {needs: {"const": value}}}}
+        )
+    return {"properties": {"options": {"allOf": rules}}}
