@@ -10,8 +10,8 @@ from promptdrop import __version__
 
 DESCRIPTION = """\
 promptdrop turns NAME.prompt.toml files dropped into watched folders into images
-from the ToAPIs image API (Gemini 2.5 Flash Image, "nano-banana"), written next to
-the prompt file. It never pays twice for the same request.
+from the ToAPIs image API (the Gemini "nano-banana" family: `promptdrop models`),
+written next to the prompt file. It never pays twice for the same request.
 
 The API key comes from TOAPIS_API_KEY, --api-key-file, or the systemd credential
 'toapis-api-key'. TOAPIS_BASE_URL selects the API; PROMPTDROP_STATE_DIR the ledger's
@@ -105,6 +105,12 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
     print(json.dumps(json_schema(args.kind), indent=2, sort_keys=True))
     return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from promptdrop.commands.models import print_models
+
+    return print_models(sys.stdout)
 
 
 def _cmd_emulator(args: argparse.Namespace) -> int:
@@ -290,6 +296,16 @@ def _add_schema(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.set_defaults(func=_cmd_schema)
 
 
+def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "models",
+        help="list the models and what each takes (sizes, resolutions, options)",
+        description="List every model of the nano-banana family promptdrop can ask, with the "
+        "sizes, resolutions, reference count, prompt limit and [options] each one takes.",
+    )
+    p.set_defaults(func=_cmd_models)
+
+
 def _add_emulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "emulator",
@@ -318,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_retry(sub)
     _add_demo(sub)
     _add_schema(sub)
+    _add_models(sub)
     _add_emulator(sub)
     return parser
 

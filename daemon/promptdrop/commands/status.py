@@ -8,7 +8,9 @@ import os
 from pathlib import Path
 from typing import Any, TextIO
 
+from promptdrop.capabilities import DEFAULT_MODEL
 from promptdrop.commands.existing import open_existing
+from promptdrop.jobs.notes import asked
 from promptdrop.ledger import JobState, LedgerBase, Source
 
 REFUSED = ("invalid", "blocked", "conflict")  # source statuses listed after the jobs
@@ -37,6 +39,12 @@ def status_rows(ledger: LedgerBase) -> list[dict[str, Any]]:
                 # ...and every recorded image whose file is gone: shown as missing.
                 "missing": [o.path for o in outs if not os.path.lexists(o.path)],
                 "error": job.error,
+                # What it asks (jobs recorded before the model family have no resolution).
+                "model": job.request.get("model"),
+                "size": job.request.get("size"),
+                "resolution": job.request.get("resolution"),
+                "options": job.request.get("options") or {},
+                "asked": asked(job.request),
             }
         )
     return rows
@@ -48,6 +56,8 @@ def job_line(row: dict[str, Any]) -> str:
     source = sources[0] if sources else "(no prompt file)"
     more = f" (+{len(sources) - 1} copies)" if len(sources) > 1 else ""
     line = f"{row['state']:<11} {source}{more} #{row['index']}"
+    if row["model"] not in (None, DEFAULT_MODEL) or row["options"]:
+        line += f"  [{row['asked']}]"  # the default model's lines stay as short as before
     if row["task_id"]:
         line += f"  task {row['task_id']}"
     shown = row["current"] or row["outputs"]

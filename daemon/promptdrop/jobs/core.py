@@ -283,9 +283,9 @@ class EngineCore(ABC):
                 text = notes.paused_text(reason, pause.wait)
                 self._note_sources(job, lambda _j, _s: text)
         if fx & Effect.NOTE_FAILED:
-            self._note_sources(job, lambda j, _s: notes.failed_text(j.error))
+            self._note_sources(job, lambda j, _s: notes.failed_text(j.error, j.request))
         if fx & Effect.NOTE_AMBIGUOUS:
-            self._note_sources(job, lambda _j, s: notes.ambiguous_text(s))
+            self._note_sources(job, lambda j, s: notes.ambiguous_text(s, j.request))
         if fx & Effect.NOTE_WAITING:
             self._note_sources(job, self._waiting_text)
             self._arm_budget_timer()

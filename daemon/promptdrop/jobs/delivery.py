@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -191,7 +192,7 @@ class Delivery(EngineCore):
 def provenance(job: Job, source: Path) -> dict[str, str]:
     """The text chunks stamped into an image: what made it, from which prompt file."""
     req = job.request
-    return {
+    info = {
         "promptdrop:prompt": req["prompt"],
         "promptdrop:model": req["model"],
         "promptdrop:size": req["size"],
@@ -201,6 +202,12 @@ def provenance(job: Job, source: Path) -> dict[str, str]:
         "promptdrop:index": str(job.image_index),
         "promptdrop:version": __version__,
     }
+    # Jobs recorded before the model family was known have neither (the default model, 1K).
+    if req.get("resolution"):
+        info["promptdrop:resolution"] = req["resolution"]
+    if req.get("options"):
+        info["promptdrop:options"] = json.dumps(req["options"], sort_keys=True)
+    return info
 
 
 def _look(job: Job, source: Path, records: dict[Path, Output | None]) -> dict[Path, Found]:

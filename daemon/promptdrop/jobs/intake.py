@@ -232,7 +232,7 @@ class Intake(Delivery):
             # It waited for the budget, its file went away, and the same request is back.
             self._commit(job, Outcome(Kind.WANTED_AGAIN))
         elif job.state is S.FAILED:
-            outputs.write_note(source, notes.failed_text(job.error))
+            outputs.write_note(source, notes.failed_text(job.error, job.request))
         elif job.state is S.WAITING:
             outputs.write_note(source, self._waiting_text(job, source))
             self._arm_budget_timer()
@@ -240,7 +240,7 @@ class Intake(Delivery):
             if rule.resubmit_ambiguous:
                 self._commit(job, Outcome(Kind.RESUBMIT_ALLOWED))
             else:
-                outputs.write_note(source, notes.ambiguous_text(source))
+                outputs.write_note(source, notes.ambiguous_text(source, job.request))
         elif job.state is S.PENDING and await self._adopt(job, source):
             return  # the folder already held its image: nothing to send
         else:

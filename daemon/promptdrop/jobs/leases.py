@@ -62,7 +62,7 @@ class Leases(EngineCore):
                 task=job.task_id,
             )
             if job.state is S.AMBIGUOUS:  # final: its claim ended with the move
-                self._note_sources(job, lambda _j, s: notes.ambiguous_text(s))
+                self._note_sources(job, lambda j, s: notes.ambiguous_text(s, j.request))
             else:
                 self._claimed.add(job.id)
                 self.launch(job.id)

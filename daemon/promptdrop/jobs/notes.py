@@ -7,10 +7,13 @@ what the text needs.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from promptdrop.capabilities import BY_NAME, DEFAULT_MODEL
+from promptdrop.filecheck.per_model import toml_value
 from promptdrop.spec import DEFAULTS_NAME, SpecError
 
 # The error of a waiting job whose prompt file went away; the job is taken up again if the
@@ -92,22 +95,41 @@ def displaced_text(name: str, saved_as: str) -> str:
     )
 
 
-def failed_text(error: str | None) -> str:
-    """The job failed with `error` (a job's error column)."""
+def asked(request: Mapping[str, Any]) -> str:
+    """What a job asks, briefly: the model (id and alias), size, resolution and options."""
+    row = BY_NAME.get(request.get("model") or DEFAULT_MODEL)
+    parts = [str(request.get("size", "1:1"))]
+    if request.get("resolution"):
+        parts.append(str(request["resolution"]))
+    for name, value in sorted((request.get("options") or {}).items()):
+        shown = f"{len(value)} settings" if isinstance(value, list) else toml_value(value)
+        parts.append(f"{name} {shown}")
+    model = row.shown() if row is not None else str(request.get("model"))
+    return f"{model}, {', '.join(parts)}"
+
+
+def _asked_line(request: Mapping[str, Any] | None) -> str:
+    return f"Asked of {asked(request)}.\n" if request else ""
+
+
+def failed_text(error: str | None, request: Mapping[str, Any] | None = None) -> str:
+    """The job failed with `error` (a job's error column); `request` is what it asked."""
     return (
         f"No image was made: {error or 'the request failed'}.\n"
-        "What to do: change the prompt file and save it again, or run "
+        + _asked_line(request)
+        + "What to do: change the prompt file and save it again, or run "
         '"promptdrop retry" on it to try the same request again.'
     )
 
 
-def ambiguous_text(source: Path) -> str:
+def ambiguous_text(source: Path, request: Mapping[str, Any] | None = None) -> str:
     """The submission may have been paid for but its answer was lost: never sent again."""
     return (
         "promptdrop sent this request, but the answer was lost (a crash, a lost connection or a "
         "timeout), so it may or may not have been made and paid for. To avoid paying twice it "
         "was not sent again.\n"
-        f'What to do: if no image appears, run "promptdrop retry {source}" to send it again.'
+        + _asked_line(request)
+        + f'What to do: if no image appears, run "promptdrop retry {source}" to send it again.'
     )
 
 
