@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 from promptdrop.commands.check import run_check
-from promptdrop.spec import SpecError, read_prompt_file
+from promptdrop.spec import Request, SpecError, read_prompt_file
 
 SCHEMA = json.loads(
     (Path(__file__).resolve().parents[1] / "rules" / "prompt.schema.json").read_text()
@@ -224,9 +224,9 @@ def test_inherited_options_and_orientation_a_model_does_not_take_are_left_out(
     }
 
 
-def read_prompt_file_ok(root: Path, name: str, text: str):  # type: ignore[no-untyped-def]
+def read_prompt_file_ok(root: Path, name: str, text: str) -> Request:
     got = _read(root, name, text)
-    assert not isinstance(got, SpecError), str(got)
+    assert isinstance(got, Request), str(got)
     return got
 
 
