@@ -483,14 +483,14 @@ def test_results_have_the_pixels_of_their_size_and_resolution(
 
 
 def test_a_4k_result_stays_small_and_quick(emulator: Emulator) -> None:
-    """Flat colour: a 4096-pixel PNG is a few hundred kilobytes, made in well under seconds."""
+    """Flat colour: a 4096-pixel PNG is a few hundred kilobytes and takes well under 10 s."""
     started = time.monotonic()
     _, [download] = made(
         emulator, body(G3P, prompt="big", size="1:1", metadata={"resolution": "4K"})
     )
     assert opened(download.content).size == (4096, 4096)
     assert len(download.content) < 2_000_000
-    assert time.monotonic() - started < 5.0
+    assert time.monotonic() - started < 10.0
 
 
 @pytest.mark.parametrize(
