@@ -176,7 +176,7 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     (body(model="dall-e-3"), "The model 'dall-e-3' is not supported"),
     (body(model=...), "The 'model' field is required."),
     (body(image_urls=[f"https://example.com/{i}.png" for i in range(15)]), "at most 14"),
-    (body(image_urls=[{"url": "https://example.com/a.png"}]), "image_urls[0] must be"),
+    (body(image_urls=[{"href": "https://example.com/a.png"}]), "image_urls[0] must be"),
     (body(image_urls=["https://example.com/a.png", "ftp://x/b.png"]), "image_urls[1] must be"),
     (body(image_urls=["data:image/png;base64,iVBORw0KGgo="]), "image_urls[0] must be"),
     (body(image_urls="https://example.com/a.png"), "must be a list"),

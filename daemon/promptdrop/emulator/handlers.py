@@ -20,13 +20,16 @@ from promptdrop.emulator.answers import (
     UNSUPPORTED,
 )
 from promptdrop.emulator.faults import Faults
-from promptdrop.emulator.images import render
+from promptdrop.emulator.images import render, render_pixels
 from promptdrop.emulator.multipart import MultipartError, parse_form_data
 from promptdrop.emulator.ratelimit import Decision
 from promptdrop.emulator.serving import BaseHandler
 from promptdrop.emulator.validate import InvalidRequest, parse_submit
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+_MIME_BY_EXTENSION = {
+    ext.lstrip("."): imaging.MIME_TYPES[fmt] for fmt, ext in imaging.EXTENSIONS.items()
+}
 
 _TASK_PATH = re.compile(r"^/v1/images/generations/([^/]+)$")
 # API route -> (fault endpoint kind, rate-limit bucket)
@@ -217,9 +220,16 @@ class FilesHandler(BaseHandler):
             if result is None:
                 self._not_found()
                 return
-            data = render(result.prompt, result.size, result.fmt)
-            # Served by extension, as a static file host does: always image/jpeg.
-            self._deliver(fault, 200, data, "image/jpeg", head_only=head_only)
+            if result.pixels is None:
+                data = render(result.prompt, result.size, result.fmt)
+            else:
+                data = render_pixels(
+                    result.prompt, result.pixels, result.fmt, result.quality, result.variant
+                )
+            # Served by extension, as a static file host does (.jpg: image/jpeg, whatever
+            # the bytes are).
+            mime = _MIME_BY_EXTENSION.get(name.rpartition(".")[2], "application/octet-stream")
+            self._deliver(fault, 200, data, mime, head_only=head_only)
         else:
             upload = state.upload_file(name)
             if upload is None:

@@ -33,16 +33,31 @@ def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-@functools.lru_cache(maxsize=64)
 def render(prompt: str, size: str, fmt: str) -> bytes:
-    """Return encoded image bytes (fmt "png" or "jpeg") of exactly SIZES[size] pixels.
+    """Return encoded image bytes (fmt "png" or "jpeg") of exactly SIZES[size] pixels: the
+    documented sizes of the default model."""
+    return render_pixels(prompt, SIZES[size], fmt)
 
-    The bands, their colours and the disc come from a hash of the prompt, so different
-    prompts give different bytes and the same prompt the same bytes. Flat colour keeps
-    encoding cheap; results are cached by (prompt, size, fmt).
+
+@functools.lru_cache(maxsize=64)
+def render_pixels(
+    prompt: str,
+    pixels: tuple[int, int],
+    fmt: str,
+    quality: int | None = None,
+    variant: int = 0,
+) -> bytes:
+    """Return encoded image bytes (fmt "png", "jpeg" or "webp") of exactly `pixels`
+    (width, height).
+
+    The bands, their colours and the disc come from a hash of the prompt (and of `variant`,
+    the index of an image among a task's several), so different prompts give different bytes
+    and the same prompt the same bytes. Flat colour keeps encoding cheap, even at 4096 pixels;
+    results are cached. `quality` is the JPEG quality (default 85).
     """
-    width, height = SIZES[size]
-    digest = hashlib.sha256(prompt.encode("utf-8")).digest()
+    width, height = pixels
+    seed = prompt if variant == 0 else f"{prompt}\n#{variant}"
+    digest = hashlib.sha256(seed.encode("utf-8")).digest()
     img = Image.new("RGB", (width, height), _colour(digest[0:3]))
     draw = ImageDraw.Draw(img)
     bands = 3 + digest[3] % 5
@@ -58,13 +73,16 @@ def render(prompt: str, size: str, fmt: str) -> bytes:
     draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=_colour(digest[27:30]))
     # The prompt itself, so a person trying promptdrop sees which file made which image.
     text = "\n".join(textwrap.wrap(prompt, 60)[:6])
-    draw.rectangle((0, height - 230, width, height), fill=(255, 255, 255))
-    draw.multiline_text((24, height - 214), text, fill=(20, 20, 20), font=_font(), spacing=6)
+    band = min(230, height // 3)
+    draw.rectangle((0, height - band, width, height), fill=(255, 255, 255))
+    draw.multiline_text((24, height - band + 16), text, fill=(20, 20, 20), font=_font(), spacing=6)
     buf = io.BytesIO()
     if fmt == "png":
         img.save(buf, "PNG", compress_level=1)
     elif fmt == "jpeg":
-        img.save(buf, "JPEG", quality=85)
+        img.save(buf, "JPEG", quality=85 if quality is None else quality)
+    elif fmt == "webp":
+        img.save(buf, "WEBP", quality=80, method=0)
     else:
         raise ValueError(f"cannot render format {fmt!r}")
     return buf.getvalue()

@@ -36,7 +36,8 @@ class Task:
     duration: float
     fmt: str
     fails: bool
-    file_name: str
+    # One name per image (several only when n > 1); the first is the task's single result.
+    file_names: tuple[str, ...]
     top_level_only: bool | None = None
     expired_at_download: bool | None = None
 
@@ -56,11 +57,16 @@ class Upload:
 
 @dataclass(frozen=True)
 class ResultFile:
-    """A result that may be served: render(prompt, size, fmt) gives its bytes."""
+    """A result that may be served. `pixels` None: the default model's documented size for
+    `size`, which images.render(prompt, size, fmt) gives; otherwise images.render_pixels
+    with these pixels, quality and variant (the image's index in its task)."""
 
     prompt: str
     size: str
     fmt: str
+    pixels: tuple[int, int] | None = None
+    quality: int | None = None
+    variant: int = 0
 
 
 def _empty_stats() -> dict[str, Any]:
@@ -88,7 +94,9 @@ class EmulatorState:
         self._rng = random.Random(self.config.seed)
         self._faults = self.config.faults
         self._tasks: dict[str, Task] = {}
-        self._results: dict[str, str] = {}  # file name -> task id
+        self._results: dict[str, tuple[str, int]] = {}  # file name -> (task id, image index)
+        # client_business_id -> the latest task sent with it (the docs say nothing of duplicates)
+        self._business_ids: dict[str, str] = {}
         self._uploads: dict[str, Upload] = {}  # file name -> upload
         self._stats = _empty_stats()
         self._created = 0
@@ -167,6 +175,7 @@ class EmulatorState:
             self._stats = _empty_stats()
             self._tasks.clear()
             self._results.clear()
+            self._business_ids.clear()
             self._uploads.clear()
             self._created = 0
             for bucket in self._buckets.values():
@@ -233,7 +242,7 @@ class EmulatorState:
             jitter = self.config.jitter
             delta = self._rng.uniform(-jitter, jitter) if jitter > 0 else 0.0
             duration = max(0.0, self.config.latency + delta)
-            fmt = self.config.image_format
+            fmt = request.output_format or self.config.image_format
             if fmt == "alternate":
                 fmt = "png" if self._created % 2 == 0 else "jpeg"
             fails = self._faults.task_failed > 0 and self._rng.random() < self._faults.task_failed
@@ -241,6 +250,11 @@ class EmulatorState:
                 self._record_fault("task_failed")
             gone = self._faults.task_gone > 0 and self._rng.random() < self._faults.task_gone
             token = secrets.token_hex(12)
+            # The docs' URLs end in .jpg whatever the format: clients must sniff. The official
+            # models' files carry their chosen format's extension, as a static host serves them.
+            ext = imaging.EXTENSIONS[fmt] if request.row.official else ".jpg"
+            stem = f"{int(now + duration)}_{token[:8]}"
+            names = [f"{stem}{ext}"] + [f"{stem}_{i}{ext}" for i in range(1, request.images)]
             task = Task(
                 id=f"task_img_{token}",
                 request=request,
@@ -248,15 +262,17 @@ class EmulatorState:
                 duration=duration,
                 fmt=fmt,
                 fails=fails,
-                # The docs' URLs end in .jpg whatever the format: clients must sniff.
-                file_name=f"{int(now + duration)}_{token[:8]}.jpg",
+                file_names=tuple(names),
             )
             if gone:
                 # Forgotten at once: the submit answer below is the last the API says of it.
                 self._record_fault("task_gone")
             else:
                 self._tasks[task.id] = task
-                self._results[task.file_name] = task.id
+                for index, name in enumerate(task.file_names):
+                    self._results[name] = (task.id, index)
+                if request.client_business_id is not None:
+                    self._business_ids[request.client_business_id] = task.id
             self._created += 1
             self._stats["submissions"].append(
                 {
@@ -268,15 +284,20 @@ class EmulatorState:
                     "image_urls": list(request.image_urls),
                     "metadata": copy.deepcopy(request.metadata),
                     "at": now,
+                    # Everything the paid task carried, exactly as it was sent.
+                    "body": copy.deepcopy(request.body),
                 }
             )
             return self._view(task, now)
 
     def task_view(self, task_id: str) -> dict[str, Any] | None:
-        """The poll answer for a task, or None when there is no such task."""
+        """The poll answer for a task, found by its id or by the client_business_id it was
+        sent with; None when there is no such task."""
         now = time.time()
         with self._lock:
             task = self._tasks.get(task_id)
+            if task is None and task_id in self._business_ids:
+                task = self._tasks.get(self._business_ids[task_id])
             return None if task is None else self._view(task, now)
 
     def _view(self, task: Task, now: float) -> dict[str, Any]:
@@ -290,6 +311,8 @@ class EmulatorState:
             "created_at": int(task.created_at),
             "metadata": copy.deepcopy(req.metadata),
         }
+        if req.client_business_id is not None:
+            view["client_business_id"] = req.client_business_id
         elapsed = now - task.created_at
         if elapsed < task.duration:
             if elapsed >= task.duration * QUEUED_SHARE:
@@ -307,20 +330,20 @@ class EmulatorState:
         view["progress"] = 100
         view["completed_at"] = int(task.done_at)
         view["expires_at"] = int(task.done_at + self.config.result_ttl)
-        url = f"{self.files_url}/generated/{task.file_name}"
+        urls = [f"{self.files_url}/generated/{name}" for name in task.file_names]
         if task.top_level_only is None:
             rate = self._faults.url_top_level_only
             task.top_level_only = rate > 0 and self._rng.random() < rate
             if task.top_level_only:
                 self._record_fault("url_top_level_only")
         if task.top_level_only:
-            view["url"] = url
+            view["url"] = urls[0]
         else:
-            view["result"] = {"type": "image", "data": [{"url": url}]}
+            view["result"] = {"type": "image", "data": [{"url": url} for url in urls]}
         return view
 
     def _live_result(self, name: str, now: float) -> Task | None:
-        task_id = self._results.get(name)
+        task_id, _ = self._results.get(name, ("", 0))
         task = self._tasks.get(task_id) if task_id else None
         if task is None or task.fails or now < task.done_at:
             return None
@@ -341,7 +364,17 @@ class EmulatorState:
             if task.expired_at_download:
                 self._record_fault("expired_results")
                 return None
-            return ResultFile(task.request.prompt, task.request.size, task.fmt)
+            req = task.request
+            if req.row.pixels is not None:
+                return ResultFile(req.prompt, req.size, task.fmt)
+            return ResultFile(
+                req.prompt,
+                req.size,
+                task.fmt,
+                pixels=req.pixels,
+                quality=req.quality,
+                variant=self._results[name][1],
+            )
 
     # --- uploads ------------------------------------------------------------------------
 
