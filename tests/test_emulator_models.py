@@ -482,15 +482,14 @@ def test_results_have_the_pixels_of_their_size_and_resolution(
     assert opened(download.content).size == pixels
 
 
-def test_a_4k_result_stays_small_and_quick(emulator: Emulator) -> None:
-    """Flat colour: a 4096-pixel PNG is a few hundred kilobytes and takes well under 10 s."""
-    started = time.monotonic()
+def test_a_4k_result_stays_small(emulator: Emulator) -> None:
+    """Flat colour: a 4096-pixel PNG is a few hundred kilobytes (how long it takes is for a
+    benchmark, not a test, on a shared machine)."""
     _, [download] = made(
         emulator, body(G3P, prompt="big", size="1:1", metadata={"resolution": "4K"})
     )
     assert opened(download.content).size == (4096, 4096)
     assert len(download.content) < 2_000_000
-    assert time.monotonic() - started < 10.0
 
 
 @pytest.mark.parametrize(

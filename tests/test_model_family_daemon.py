@@ -1,0 +1,140 @@
+"""The model family through the real daemon: `watch --once` against the emulator over loopback
+makes a 21:9 4K nano-banana-pro image, a 1:8 0.5K gemini-3.1-flash-image-preview image and a
+JPEG from an official model, each from exactly one paid task whose body holds exactly the
+documented fields, and an edit of the resolution pays once more."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from harness import CANARY, cli, daemon_env, image_for
+from promptdrop.emulator import Emulator, EmulatorConfig
+from promptdrop.outputs import read_provenance
+
+FILES = {
+    "wide.prompt.toml": (
+        'prompt = "A lighthouse on a cliff at dusk, wide matte painting"\n'
+        'model = "nano-banana-pro"\nsize = "21:9"\nresolution = "4K"\n'
+    ),
+    "banner.prompt.toml": (
+        'prompt = "A tall paper banner with a dragon"\n'
+        'model = "gemini-3.1-flash-image-preview"\nsize = "1:8"\nresolution = "0.5K"\n'
+    ),
+    "ramen.prompt.toml": (
+        'prompt = "A bowl of ramen, overhead food photography"\n'
+        'model = "nano-banana-official"\nsize = "4:5"\n\n'
+        '[options]\noutput_format = "image/jpeg"\ncompression_quality = 85\ntemperature = 0.6\n'
+    ),
+}
+# What each paid task must carry, whole: the documented fields and nothing else.
+BODIES = {
+    "wide": {
+        "model": "gemini-3-pro-image-preview",
+        "prompt": "A lighthouse on a cliff at dusk, wide matte painting",
+        "size": "21:9",
+        "n": 1,
+        "metadata": {"resolution": "4K"},
+    },
+    "banner": {
+        "model": "gemini-3.1-flash-image-preview",
+        "prompt": "A tall paper banner with a dragon",
+        "size": "1:8",
+        "n": 1,
+        "metadata": {"resolution": "0.5K"},
+    },
+    "ramen": {
+        "model": "gemini-2.5-flash-image-official",
+        "prompt": "A bowl of ramen, overhead food photography",
+        "size": "4:5",
+        "n": 1,
+        "metadata": {
+            "imageOutputOptions": {"mimeType": "image/jpeg", "compressionQuality": 85},
+            "temperature": 0.6,
+        },
+    },
+}
+
+
+def _once(emu: Emulator, folder: Path, state: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return cli(
+        "watch",
+        "--once",
+        str(folder),
+        "--state-dir",
+        str(state),
+        "--poll-interval",
+        "0.1",
+        "--log-format",
+        "json",
+        env=daemon_env(emu.base_url),
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def _bodies(emu: Emulator) -> dict[str, dict[str, Any]]:
+    subs = emu.stats()["submissions"]
+    by_prompt = {b["prompt"]: name for name, b in BODIES.items()}
+    return {by_prompt.get(s["body"]["prompt"], s["body"]["prompt"]): s["body"] for s in subs}
+
+
+def test_the_family_through_the_daemon(tmp_path: Path) -> None:
+    folder, state = tmp_path / "drop", tmp_path / "state"
+    folder.mkdir()
+    for name, text in FILES.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    config = EmulatorConfig(api_key=CANARY, latency=0.1, jitter=0.0, rate_limits=None)
+    with Emulator(config) as emu:
+        done = _once(emu, folder, state, tmp_path)
+        assert done.returncode == 0, done.stderr[-4000:]
+        subs = emu.stats()["submissions"]
+        assert len(subs) == 3, [s["body"] for s in subs]
+        assert _bodies(emu) == BODIES
+
+        wide = image_for(folder / "wide.prompt.toml")
+        banner = image_for(folder / "banner.prompt.toml")
+        ramen = image_for(folder / "ramen.prompt.toml")
+        assert wide is not None and banner is not None and ramen is not None
+        with Image.open(wide) as im:
+            assert im.size == (4096, round(4096 * 9 / 21))
+        with Image.open(banner) as im:
+            assert im.size == (512 // 8, 512)
+        with Image.open(ramen) as im:
+            assert im.format == "JPEG"
+        assert ramen.name == "ramen.jpg"
+        info = read_provenance(wide.read_bytes())
+        assert info["promptdrop:model"] == "gemini-3-pro-image-preview"
+        assert info["promptdrop:resolution"] == "4K"
+        options = json.loads(read_provenance(ramen.read_bytes())["promptdrop:options"])
+        assert options == {
+            "output_format": "image/jpeg",
+            "compression_quality": 85,
+            "temperature": 0.6,
+        }
+
+        status = cli(
+            "status", "--state-dir", str(state), env=daemon_env(emu.base_url), cwd=tmp_path
+        )
+        assert "[gemini-3-pro-image-preview (nano-banana-pro), 21:9, 4K]" in status.stdout
+        assert 'output_format "image/jpeg"' in status.stdout
+
+        # Run again: nothing new is paid. Then change the resolution: one more task, and the
+        # 4K image is kept as the first version.
+        assert _once(emu, folder, state, tmp_path).returncode == 0
+        assert len(emu.stats()["submissions"]) == 3
+        (folder / "wide.prompt.toml").write_text(
+            FILES["wide.prompt.toml"].replace('"4K"', '"2K"'), encoding="utf-8"
+        )
+        assert _once(emu, folder, state, tmp_path).returncode == 0
+        subs = emu.stats()["submissions"]
+        assert len(subs) == 4
+        assert subs[-1]["body"]["metadata"] == {"resolution": "2K"}
+        with Image.open(folder / "wide.png") as im:
+            assert im.size == (2048, round(2048 * 9 / 21))
+        with Image.open(folder / "wide.v1.png") as im:
+            assert im.size == (4096, round(4096 * 9 / 21))
