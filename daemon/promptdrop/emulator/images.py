@@ -25,10 +25,10 @@ def _colour(b: bytes) -> tuple[int, int, int]:
     return (b[0], b[1], b[2])
 
 
-@functools.lru_cache(maxsize=1)
-def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+@functools.lru_cache(maxsize=8)
+def _font(size: int = 28) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
-        return ImageFont.load_default(size=28)
+        return ImageFont.load_default(size=size)
     except (OSError, ImportError):  # Pillow built without FreeType: the small bitmap font
         return ImageFont.load_default()
 
@@ -72,10 +72,20 @@ def render_pixels(
     cx, cy = width // 2, height // 2
     draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=_colour(digest[27:30]))
     # The prompt itself, so a person trying promptdrop sees which file made which image.
+    # Scaled with the picture beyond the documented 1K sizes, so a 4K image is still legible.
+    long_edge = max(width, height)
+    scale = long_edge / 1024 if long_edge < 1024 else max(1.0, long_edge / 1792)
     text = "\n".join(textwrap.wrap(prompt, 60)[:6])
-    band = min(230, height // 3)
+    band = min(round(230 * scale), height // 3)
+    margin = round(24 * scale)
     draw.rectangle((0, height - band, width, height), fill=(255, 255, 255))
-    draw.multiline_text((24, height - band + 16), text, fill=(20, 20, 20), font=_font(), spacing=6)
+    draw.multiline_text(
+        (margin, height - band + round(16 * scale)),
+        text,
+        fill=(20, 20, 20),
+        font=_font(max(8, round(28 * scale))),
+        spacing=round(6 * scale),
+    )
     buf = io.BytesIO()
     if fmt == "png":
         img.save(buf, "PNG", compress_level=1)
