@@ -49,9 +49,7 @@ def _resolution_model(row: ModelRow) -> type[BaseModel]:
         for res in row.resolutions
     }
     config = ConfigDict(**_CONFIG, title=f"prices of {row.id}")
-    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
-        f"prices_{_ident(row.id)}", __config__=config, **fields
-    )
+    model: type[BaseModel] = create_model(f"prices_{_ident(row.id)}", __config__=config, **fields)
     return model
 
 
@@ -75,7 +73,7 @@ def _build_table() -> type[BaseModel]:
             if name != row.id:
                 text += f" {name} is an alias of {row.id}."
             fields[_ident(name)] = (kind, _price_field(name, text))
-    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    model: type[BaseModel] = create_model(
         "prices", __config__=ConfigDict(**_CONFIG, title="prices"), **fields
     )
     return model
