@@ -123,6 +123,51 @@ def waiting_text(budget: int | None, when: datetime) -> str:
     )
 
 
+def _credits(n: float) -> str:
+    """A number of credits as people write it: 24, 2.5."""
+    return f"{n:.10g} credit{'' if n == 1 else 's'}"
+
+
+def credits_waiting_text(limit: float, left: float, price: float, when: datetime) -> str:
+    """The rule's daily credits left today are fewer than this file's task costs."""
+    spent = "is used up for today" if left <= 0 else f"has only {_credits(left)} left today"
+    return (
+        f"Not yet: this folder's daily limit of {_credits(limit)} {spent}, and this file's "
+        f"image costs {_credits(price)}, so this file waits. It starts by itself tomorrow "
+        f"({when:%A} {when.day} {when:%B}) "
+        "from 00:00, or on a later day if more files are waiting than one day's credits "
+        "allow. Nothing was sent or paid for it yet.\n"
+        "What to do: nothing, it starts on its own. To have it sooner, ask whoever runs "
+        "promptdrop to raise daily_credits in the rules file."
+    )
+
+
+def too_dear_text(limit: float, price: float, key: str) -> str:
+    """This file's task costs more than a whole day's daily credits: it can never start."""
+    return (
+        f"Held: this file's image costs {_credits(price)}, more than this folder's daily "
+        f"limit of {_credits(limit)}, so it cannot start on any day. Nothing was sent or "
+        "paid for it.\n"
+        "What to do: ask for a cheaper model or resolution in the prompt file, or ask "
+        "whoever runs promptdrop to raise daily_credits in the rules file (or the price "
+        f"{key} under [prices], if it is wrong). It starts by itself once it fits."
+    )
+
+
+def unpriced_text(model: str, resolution: str | None, key: str) -> str:
+    """The rule counts credits but `[prices]` has no price for this task: held, never sent
+    unpriced (it could overspend). `key` is the line to add under `[prices]`."""
+    at = f" at {resolution}" if resolution else ""
+    return (
+        f"Held: this folder counts credits (daily_credits), but the rules file has no price "
+        f"for {model}{at}, so promptdrop does not send it (it could spend more than the "
+        "limit). Nothing was sent or paid for it.\n"
+        "What to do: ask whoever runs promptdrop to add its price to the [prices] table of "
+        f"the rules file, as {key} (CREDITS: what one image costs), and reload the rules "
+        "(SIGHUP or a restart). It starts by itself then."
+    )
+
+
 def paused_text(reason: str, wait: float) -> str:
     """Submissions are paused (reason "auth": a refused key, else an empty quota)."""
     return (
