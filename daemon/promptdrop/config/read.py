@@ -91,7 +91,7 @@ def _read_prices(raw_prices: Any, path: Path, text: str) -> tuple[Prices, list[P
     prices, found = price_problems(raw_prices)
     problems = []
     for keys, message in found:
-        line, col = locate(text, keys[0], "prices") if keys else (None, None)
+        line, col = locate(text, keys[0], "prices") if keys else locate(text, "prices")
         if line is None:
             line, col = locate(text, None, "prices")
         problems.append(Problem(path, message, line, col))
