@@ -15,6 +15,7 @@ import jsonschema
 import pytest
 from PIL import Image
 
+from harness import CANARY
 from promptdrop.commands.status import budget_rows, print_status
 from promptdrop.config.prices import Prices
 from promptdrop.emulator import Emulator
@@ -22,8 +23,19 @@ from promptdrop.jobs import credits
 from promptdrop.jobs.credits import Room, Verdict
 from promptdrop.ledger import LEDGER_NAME, Budget, BudgetSpent, JobState, Ledger
 from promptdrop.outputs import note_path
+from promptdrop.service.runner import WatchOptions, run
 from promptdrop.spec import RulesFile, SpecError, json_schema, read_rules
-from test_budget import Clock, _engine, _made, _prompts, _rule, _submitted, _take_up, _until
+from test_budget import (
+    FAST,
+    Clock,
+    _engine,
+    _made,
+    _prompts,
+    _rule,
+    _submitted,
+    _take_up,
+    _until,
+)
 
 S = JobState
 PRO = "gemini-3-pro-image-preview"
@@ -580,3 +592,34 @@ def test_a_task_dearer_than_a_whole_days_credits_is_held_and_says_why(
     text = note_path(path).read_text()
     assert "costs 8 credits, more than this folder's daily limit of 5 credits" in text
     assert "cannot start on any day" in text
+
+
+@pytest.mark.parametrize(
+    ("prices", "code", "states"),
+    [
+        (_FLASH_8, 0, [S.DONE, S.DONE, S.WAITING]),  # waits for tomorrow's credits: as asked
+        ({PRO: {"1K": 24.0}}, 1, [S.WAITING, S.WAITING, S.WAITING]),  # held for a price
+    ],
+    ids=["credits_spent", "unpriced"],
+)
+def test_once_exits_1_only_when_a_file_is_held_for_a_missing_price(
+    tmp_path: Path, emulator: Emulator, prices: Prices, code: int, states: list[JobState]
+) -> None:
+    folder, state = tmp_path / "drop", tmp_path / "state"
+    state.mkdir()
+    _prompts(folder, 3)
+    rule = _rule(folder, None).model_copy(update={"daily_credits": 20.0})
+    opts = WatchOptions(
+        rules=RulesFile(rules=[rule], prices=prices),
+        state_dir=state,
+        api_key=CANARY,
+        base_url=emulator.base_url,
+        once=True,
+        engine=FAST,
+    )
+
+    assert asyncio.run(run(opts)) == code
+
+    assert _submitted(emulator) == states.count(S.DONE)
+    with Ledger(state / LEDGER_NAME) as ledger:
+        assert sorted(j.state for j in ledger.jobs()) == sorted(states)
