@@ -13,9 +13,8 @@ import json
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,10 +23,9 @@ import structlog
 from promptdrop import outputs
 from promptdrop.api import ToApisClient
 from promptdrop.backoff import ACCOUNT_PAUSE, DISK_FULL, Backoff
-from promptdrop.capabilities import row_of
 from promptdrop.config.prices import Prices
-from promptdrop.jobs import budget, credits, notes
-from promptdrop.jobs.credits import Room, Verdict
+from promptdrop.jobs import notes
+from promptdrop.jobs.limits import Limits
 from promptdrop.jobs.outcomes import Kind, Outcome
 from promptdrop.jobs.pausing import AccountPause, Pause
 from promptdrop.jobs.table import Effect, Row, lookup
@@ -87,7 +85,7 @@ class EngineObserver(Protocol):
         """A task's image was written `seconds` after it was submitted."""
 
 
-class EngineCore(ABC):
+class EngineCore(Limits, ABC):
     """The engine's state and the table-driven move; the mixins build on it."""
 
     def __init__(
@@ -155,119 +153,6 @@ class EngineCore(ABC):
         return EngineStatus(
             self.ledger.state_counts(), budgets, self.pause is not None, left_credits
         )
-
-    # Daily budgets ------------------------------------------------------------------------
-
-    def budget_left(self, rule_name: str | None) -> int | None:
-        """Submissions the rule's daily budget still allows today; None when it has none.
-
-        A day runs from local midnight by the engine's clock. Counted: every committed intent
-        of the day, less those the API proved created nothing (refused, rate limited, an
-        outage answer), by every host sharing the ledger.
-        """
-        cap = self._budget_of(rule_name)
-        if cap is None:
-            return None
-        return budget.budget_left(cap.limit, self.ledger.spent_since(cap.since, cap.rule))
-
-    def credits_spent(self, rule_name: str | None) -> float | None:
-        """Credits the rule's paid submissions of today cost (each priced by its request's
-        model and resolution); None when the rule has no daily_credits. A task whose price
-        is gone from [prices] since it was sent counts nothing."""
-        rule = self.rules.get(rule_name or "")
-        if rule is None or rule.daily_credits is None:
-            return None
-        since = budget.day_start(self._clock())
-        return self.ledger.credits_since(since, rule.name, self._spent_price)
-
-    def credits_left(self, rule_name: str | None) -> float | None:
-        """Credits the rule's daily_credits still allows today; None when it has none."""
-        rule = self.rules.get(rule_name or "")
-        spent = self.credits_spent(rule_name)
-        if rule is None or spent is None:
-            return None
-        return credits.credits_left(rule.daily_credits, spent)
-
-    def room(self, rule_name: str | None) -> Room:
-        """What the rule still allows today: tasks and credits."""
-        rule = self.rules.get(rule_name or "")
-        limit = rule.daily_credits if rule is not None else None
-        return Room(self.budget_left(rule_name), limit, self.credits_left(rule_name))
-
-    def price_of(self, job: Job) -> float | None:
-        """Credits one task of `job` costs by the [prices] in force; None: no price."""
-        return credits.request_price(self.prices, job.request)
-
-    def _spent_price(self, request: Mapping[str, Any]) -> float:
-        return credits.request_price(self.prices, request) or 0.0
-
-    def verdict(self, job: Job) -> Verdict:
-        """Whether `job` may be sent now, by its rule's daily budget and credits."""
-        return self.room(job.rule).verdict(self.price_of(job))
-
-    def _budget_of(self, rule_name: str | None, job: Job | None = None) -> Budget | None:
-        """The caps checked again inside the commit of `job`'s intent (None: no caps)."""
-        rule = self.rules.get(rule_name or "")
-        if rule is None or (rule.daily_budget is None and rule.daily_credits is None):
-            return None
-        since = budget.day_start(self._clock())
-        if rule.daily_credits is None:
-            return Budget(rule.name, since, rule.daily_budget)
-        price = self.price_of(job) if job is not None else None
-        return Budget(
-            rule.name,
-            since,
-            rule.daily_budget,
-            credits=rule.daily_credits,
-            # Never reached unpriced (the verdict holds such a job); infinite just in case.
-            price=float("inf") if price is None else price,
-            price_of=self._spent_price,
-        )
-
-    def _hold_reason(self, job: Job) -> str:
-        """Why `job` is not sent now, for the ledger and the log (a held job's detail)."""
-        rule = self.rules.get(job.rule or "")
-        room = self.room(job.rule)
-        price = self.price_of(job)
-        found = room.verdict(price)
-        model = str(job.request.get("model"))
-        res = credits.request_resolution(job.request)
-        if found is Verdict.UNPRICED:
-            return f"no price for {model} at {res or 'its default resolution'} in [prices]"
-        if found is Verdict.TOO_DEAR:
-            return f"costs {price:g} credits, more than daily_credits {room.credit_limit:g}"
-        if found is Verdict.CREDITS_SPENT:
-            return (
-                f"the daily credits of {room.credit_limit:g} are spent "
-                f"({room.credits or 0:g} left, the task costs {price or 0:g}); "
-                "waits for the next day"
-            )
-        limit = rule.daily_budget if rule is not None else None
-        return f"the daily budget of {limit} is spent; waits for the next day"
-
-    def _waiting_text(self, job: Job, _source: Path) -> str:
-        rule = self.rules.get(job.rule or "")
-        when = datetime.fromtimestamp(budget.next_day(self._clock()))
-        room = self.room(job.rule)
-        price = self.price_of(job)
-        found = room.verdict(price)
-        model = str(job.request.get("model"))
-        res = credits.request_resolution(job.request)
-        key = credits.price_key(model, res)
-        if found is Verdict.UNPRICED:
-            shown_res = res if res is not None else _default_resolution(model)
-            return notes.unpriced_text(model, shown_res, key)
-        if found is Verdict.TOO_DEAR and room.credit_limit is not None and price is not None:
-            return notes.too_dear_text(room.credit_limit, price, key)
-        if (
-            found is Verdict.CREDITS_SPENT
-            or (found is Verdict.GO and (rule is None or rule.daily_budget is None))
-        ) and room.credit_limit is not None:
-            return notes.credits_waiting_text(
-                room.credit_limit, room.credits or 0.0, price or 0.0, when
-            )
-        limit = rule.daily_budget if rule is not None else None
-        return notes.waiting_text(limit, when)
 
     # The move -------------------------------------------------------------------------------
 
@@ -486,13 +371,6 @@ class EngineCore(ABC):
             seconds = self._clock() - intents[-1]
         for observer in self._observers:
             observer.task_done(seconds)
-
-
-def _default_resolution(model: str) -> str | None:
-    try:
-        return row_of(model).default_resolution
-    except KeyError:
-        return None
 
 
 def _json(raw: Any) -> str:

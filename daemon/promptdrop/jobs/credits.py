@@ -138,3 +138,35 @@ class Room:
             self.credit_limit,
             None if self.credits is None else max(self.credits - (price or 0.0), 0.0),
         )
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Everything a held job's note and ledger detail say: the verdict and what it came from.
+
+    `resolution` is the one priced (the model's default when the request names none);
+    `daily_budget` the rule's task limit."""
+
+    verdict: Verdict
+    room: Room
+    price: float | None
+    model: str
+    resolution: str | None
+    daily_budget: int | None
+
+    @property
+    def key(self) -> str:
+        """The missing or wrong price as it is written under `[prices]`."""
+        return price_key(self.model, self.resolution)
+
+
+def priced_resolution(model: str | None, resolution: str | None) -> str | None:
+    """The resolution a task is priced at: the one asked, else the model's default (None for
+    a model without resolutions, or one that is not known)."""
+    try:
+        row = row_of(model)
+    except KeyError:
+        return resolution
+    if not row.resolutions:
+        return None
+    return resolution or row.default_resolution

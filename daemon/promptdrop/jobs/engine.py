@@ -6,8 +6,9 @@ where the ledger says it stopped. A step does its I/O, interprets what came back
 outcome (`jobs.outcomes`), and hands it to `_apply`, which looks the move up in `jobs.table`.
 
 The engine is put together from one mixin per concern, all on `jobs.core.EngineCore` (the
-shared state and the table-driven move): `Intake` (prompt files) on `Delivery` (writing
-images), `Waiting` (daily budgets) and `Leases` (a shared ledger). Mixins rather than
+shared state and the table-driven move, on `jobs.limits.Limits`, the daily budgets and credits
+left): `Intake` (prompt files) on `Delivery` (writing images), `Waiting` (jobs held by those
+limits) and `Leases` (a shared ledger). Mixins rather than
 separate objects because those concerns share one job's state and one move; parts with state
 of their own (`Uploads`, `AccountPause`) are separate objects.
 """
@@ -26,7 +27,7 @@ import structlog
 from promptdrop.api import ApiError, ToApisClient
 from promptdrop.config.prices import Prices
 from promptdrop.crashpoints import reached
-from promptdrop.jobs import timing
+from promptdrop.jobs import notes, timing
 from promptdrop.jobs.budget import day_start, next_day
 from promptdrop.jobs.core import EngineObserver, EngineOptions, EngineStatus
 from promptdrop.jobs.credits import Verdict
@@ -261,7 +262,7 @@ class Engine(Intake, Waiting, Leases):
         rule = self.rules.get(job.rule or "")
         return Outcome(
             Kind.BUDGET_SPENT,
-            self._hold_reason(job),
+            notes.hold_reason(self._hold(job)),
             budget=rule.daily_budget if rule else None,
         )
 

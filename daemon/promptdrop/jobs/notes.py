@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from promptdrop.jobs.credits import Hold, Verdict
 from promptdrop.spec import DEFAULTS_NAME, SpecError
 
 # The error of a waiting job whose prompt file went away; the job is taken up again if the
@@ -166,6 +167,41 @@ def unpriced_text(model: str, resolution: str | None, key: str) -> str:
         f"the rules file, as {key} (CREDITS: what one image costs), and reload the rules "
         "(SIGHUP or a restart). It starts by itself then."
     )
+
+
+def hold_reason(hold: Hold) -> str:
+    """Why a job is not sent now, in one line: the ledger's detail of its move, the log's
+    detail, and what `status` shows beside it."""
+    room, price = hold.room, hold.price or 0.0
+    if hold.verdict is Verdict.UNPRICED:
+        at = f" at {hold.resolution}" if hold.resolution else ""
+        return f"no price for {hold.model}{at} in [prices]; held until one is added"
+    if hold.verdict is Verdict.TOO_DEAR:
+        return (
+            f"costs {price:.10g} credits, more than the daily credits of "
+            f"{room.credit_limit or 0:.10g}; held"
+        )
+    if hold.verdict is Verdict.CREDITS_SPENT or hold.daily_budget is None:
+        return (
+            f"the daily credits of {room.credit_limit or 0:.10g} are spent "
+            f"({room.credits or 0:.10g} left, the task costs {price:.10g}); "
+            "waits for the next day"
+        )
+    return f"the daily budget of {hold.daily_budget} is spent; waits for the next day"
+
+
+def held_text(hold: Hold, when: datetime) -> str:
+    """The note beside a prompt file whose job is held; `when` is the next midnight."""
+    room = hold.room
+    if hold.verdict is Verdict.UNPRICED:
+        return unpriced_text(hold.model, hold.resolution, hold.key)
+    if hold.verdict is Verdict.TOO_DEAR and room.credit_limit is not None:
+        return too_dear_text(room.credit_limit, hold.price or 0.0, hold.key)
+    if room.credit_limit is not None and (
+        hold.verdict is Verdict.CREDITS_SPENT or hold.daily_budget is None
+    ):
+        return credits_waiting_text(room.credit_limit, room.credits or 0.0, hold.price or 0.0, when)
+    return waiting_text(hold.daily_budget, when)
 
 
 def paused_text(reason: str, wait: float) -> str:
