@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import tomllib
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,12 @@ from harness import CANARY
 from promptdrop.commands.status import budget_rows, print_status
 from promptdrop.config.prices import Prices
 from promptdrop.emulator import Emulator
-from promptdrop.jobs import credits
-from promptdrop.jobs.credits import Room, Verdict
+from promptdrop.jobs import credits, notes
+from promptdrop.jobs.core import EngineStatus
+from promptdrop.jobs.credits import Hold, Room, Verdict
 from promptdrop.ledger import LEDGER_NAME, Budget, BudgetSpent, JobState, Ledger
 from promptdrop.outputs import note_path
+from promptdrop.service.metrics import _EngineCollector
 from promptdrop.service.runner import WatchOptions, run
 from promptdrop.spec import RulesFile, SpecError, json_schema, read_rules
 from test_budget import (
@@ -623,3 +626,56 @@ def test_once_exits_1_only_when_a_file_is_held_for_a_missing_price(
     assert _submitted(emulator) == states.count(S.DONE)
     with Ledger(state / LEDGER_NAME) as ledger:
         assert sorted(j.state for j in ledger.jobs()) == sorted(states)
+
+
+# --- what a held job says, and the metrics ----------------------------------------------------
+
+_NEXT = datetime(2025, 3, 15)
+
+
+@pytest.mark.parametrize(
+    ("hold", "reason", "note"),
+    [
+        (
+            Hold(Verdict.UNPRICED, Room(None, 40.0, 40.0), None, PRO, "4K", None),
+            "no price for gemini-3-pro-image-preview at 4K in [prices]",
+            '"gemini-3-pro-image-preview" = { "4K" = CREDITS }',
+        ),
+        (
+            Hold(Verdict.UNPRICED, Room(None, 40.0, 40.0), None, OFFICIAL, None, None),
+            "no price for gemini-2.5-flash-image-official in [prices]",
+            '"gemini-2.5-flash-image-official" = CREDITS',
+        ),
+        (
+            Hold(Verdict.TOO_DEAR, Room(None, 40.0, 40.0), 48.0, PRO, "4K", None),
+            "costs 48 credits, more than the daily credits of 40",
+            "more than this folder's daily limit of 40 credits",
+        ),
+        (
+            Hold(Verdict.CREDITS_SPENT, Room(3, 40.0, 16.0), 24.0, PRO, "1K", 5),
+            "the daily credits of 40 are spent (16 left, the task costs 24)",
+            "has only 16 credits left today, and this file's image costs 24 credits",
+        ),
+        (
+            Hold(Verdict.CREDITS_SPENT, Room(None, 2.5, 0.0), 0.5, FLASH, "1K", None),
+            "the daily credits of 2.5 are spent (0 left, the task costs 0.5)",
+            "daily limit of 2.5 credits is used up for today",
+        ),
+        (
+            Hold(Verdict.TASKS_SPENT, Room(0, 40.0, 40.0), 8.0, FLASH, "1K", 3),
+            "the daily budget of 3 is spent",
+            "daily budget of 3 images is used up",
+        ),
+    ],
+)
+def test_a_held_job_says_which_limit_or_price_holds_it(hold: Hold, reason: str, note: str) -> None:
+    assert reason in notes.hold_reason(hold)
+    text = notes.held_text(hold, _NEXT)
+    assert note in text
+    assert "What to do:" in text and "Nothing was sent or paid" in text
+
+
+def test_the_metrics_show_the_credits_left_per_rule() -> None:
+    families = list(_EngineCollector._families(EngineStatus(credits_left={"studio": 4.5})))
+    [family] = [f for f in families if f.name == "promptdrop_credits_left"]
+    assert [(s.labels, s.value) for s in family.samples] == [({"rule": "studio"}, 4.5)]
