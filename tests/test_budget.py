@@ -17,6 +17,7 @@ from PIL import Image
 from harness import CANARY
 from promptdrop.api import RateLimits, RetryPolicy, ToApisClient
 from promptdrop.commands.status import print_status
+from promptdrop.config.prices import Prices
 from promptdrop.emulator import Emulator, Faults
 from promptdrop.jobs import budget
 from promptdrop.jobs.engine import Engine, EngineOptions, day_start, next_day
@@ -63,6 +64,7 @@ async def _engine(
     *,
     options: EngineOptions = FAST,
     retry: RetryPolicy | None = None,
+    prices: Prices | None = None,
 ) -> AsyncIterator[Engine]:
     ledger = Ledger(state / LEDGER_NAME, clock=clock)
     try:
@@ -70,7 +72,7 @@ async def _engine(
         async with ToApisClient(
             CANARY, emu.base_url, rate_limits=RateLimits.unlimited(), retry=retry
         ) as client:
-            engine = Engine(ledger, client, [rule], options, clock=clock)
+            engine = Engine(ledger, client, [rule], options, clock=clock, prices=prices)
             try:
                 yield engine
             finally:

@@ -545,6 +545,38 @@ def test_a_budgeted_intent_commits_only_while_the_budget_has_room(
     assert ledger.spent_since(0.0, "rule") == 2
 
 
+def _credits_of(request: Any) -> float:
+    return {"4K": 48.0, "2K": 24.0}.get(request.get("resolution"), 8.0)
+
+
+def test_credits_are_summed_over_the_submissions_the_budget_counts_and_capped_in_the_commit(
+    ledger: LedgerBase, clock: FakeClock
+) -> None:
+    """On both backends: each counted intent is priced by its job's stored request once, a
+    refund counts nothing, and an intent whose price does not fit commits nothing."""
+    big = {**REQUEST, "resolution": "4K"}
+    a, b, c, d = (
+        ledger.ensure_job(f"c{i}", 0, big if i == 0 else REQUEST, "rule") for i in range(4)
+    )
+    cap = Budget("rule", 0.0, None, credits=60.0, price=8.0, price_of=_credits_of)
+    ledger.transition(
+        a.id,
+        S.PENDING,
+        S.SUBMITTING,
+        budget=Budget("rule", 0.0, None, credits=60.0, price=48.0, price_of=_credits_of),
+    )
+    ledger.transition(b.id, S.PENDING, S.SUBMITTING, budget=cap)
+    ledger.transition(b.id, S.SUBMITTING, S.PENDING, detail="rate limited: nothing created")
+    ledger.transition(b.id, S.PENDING, S.SUBMITTING, budget=cap)  # 48 + 8
+    assert ledger.credits_since(0.0, "rule", _credits_of) == 56.0
+    with pytest.raises(BudgetSpent):
+        ledger.transition(c.id, S.PENDING, S.SUBMITTING, budget=cap)  # 64 > 60
+    assert ledger.get_job(c.id).state is S.PENDING
+    assert ledger.credits_since(0.0, "other-rule", _credits_of) == 0.0
+    ledger.transition(d.id, S.PENDING, S.SUBMITTING)  # unbudgeted, still counted
+    assert ledger.credits_since(0.0, None, _credits_of) == 64.0
+
+
 def test_hosts_racing_for_a_shared_budget_never_overspend_it(make_ledger: MakeLedger) -> None:
     setup = make_ledger()
     ids = [setup.ensure_job(f"h{i}", 0, REQUEST, "rule").id for i in range(40)]

@@ -73,6 +73,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         as_json=args.json,
         out=sys.stdout,
         err=sys.stderr,
+        rules_path=_path(args.rules),
     )
 
 
@@ -227,9 +228,15 @@ def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = sub.add_parser(
         "status",
         help="list the jobs in the ledger",
-        description="List every job: state, prompt file, task, image, error.",
+        description="List every job: state, prompt file, task, image, error. With --rules, "
+        "first each rule's spending today against its daily_budget and daily_credits.",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--rules",
+        metavar="FILE",
+        help="the rules file watch uses: show each rule's tasks and credits spent today",
+    )
     _state_dir_option(p)
     _ledger_option(p)
     p.set_defaults(func=_cmd_status)

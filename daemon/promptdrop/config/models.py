@@ -4,10 +4,12 @@ the whole file. Field descriptions are the text of `promptdrop schema rules`."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from promptdrop.config.defaults import FolderDefaults
+from promptdrop.config.prices import PRICES_DESCRIPTION, Prices, normalised, price_table_schema
 from promptdrop.filecheck.fields import AccountGroup, PollMode
 
 
@@ -54,6 +56,19 @@ class RuleConfig(BaseModel):
         "a day starting at local midnight; files over it wait for "
         "the next day, with a note beside them. Leave out for no "
         "limit.",
+    )
+    daily_credits: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="At most this many credits "
+        "are spent per day for this folder (a day starting at local "
+        "midnight), each task costing its model's and resolution's "
+        "price from the [prices] table. A file whose task would go "
+        "over it waits for the next day; one whose model and "
+        "resolution have no price waits until one is added (never "
+        "sent unpriced). Both this and daily_budget may be set: a task "
+        "is sent only when both have room. Leave out for no limit.",
     )
     reconcile_interval: float = Field(
         default=600.0,
@@ -149,4 +164,7 @@ class RulesFile(BaseModel):
         "computers watching the same synced folders, so each request is "
         "paid once; leave out to keep the ledger on this computer. Keep "
         "the password out of it: use ~/.pgpass or PGPASSWORD.",
+    )
+    prices: Annotated[Prices, BeforeValidator(normalised), WithJsonSchema(price_table_schema())] = (
+        Field(default_factory=dict, description=PRICES_DESCRIPTION)
     )

@@ -13,15 +13,16 @@ from urllib.parse import urlsplit
 
 from promptdrop.config.defaults import FolderDefaults
 from promptdrop.config.models import ApiSettings, RuleConfig, RulesFile
+from promptdrop.config.prices import Prices, price_problems
 from promptdrop.filecheck.fields import MAX_RULES_FILE_BYTES
 from promptdrop.filecheck.locate import locate, locate_key
 from promptdrop.filecheck.problems import Problem, SpecError, by_position
 from promptdrop.filecheck.reading import load
 from promptdrop.filecheck.refform import reference_forms
 from promptdrop.filecheck.validate import validate_table
-from promptdrop.filecheck.wording import field_message, unknown_key_message
+from promptdrop.filecheck.wording import describe, field_message, unknown_key_message
 
-_TOP_LEVEL = ("api", "rules", "ledger")
+_TOP_LEVEL = ("api", "rules", "ledger", "prices")
 
 
 def read_rules(path: Path) -> RulesFile:
@@ -41,11 +42,13 @@ def read_rules(path: Path) -> RulesFile:
     problems += more
     ledger, more = _read_ledger(raw.get("ledger"), path, text)
     problems += more
+    prices, more = _read_prices(raw.get("prices", {}), path, text)
+    problems += more
     rules, more = _read_rules_list(raw.get("rules"), path, text)
     problems += more
     if problems:
         raise SpecError(sorted(problems, key=by_position))
-    return RulesFile(api=api, rules=rules, ledger=ledger)
+    return RulesFile(api=api, rules=rules, ledger=ledger, prices=prices)
 
 
 def _read_api(raw_api: Any, path: Path, text: str) -> tuple[ApiSettings, list[Problem]]:
@@ -81,6 +84,36 @@ def _read_ledger(ledger: Any, path: Path, text: str) -> tuple[str | None, list[P
         "out to keep the ledger on this computer"
     )
     return None, [Problem(path, message, line, col)]
+
+
+def _read_prices(raw_prices: Any, path: Path, text: str) -> tuple[Prices, list[Problem]]:
+    """The `[prices]` table, its models by their canonical ids; each problem at its model."""
+    prices, found = price_problems(raw_prices)
+    problems = []
+    for keys, message in found:
+        line, col = locate(text, keys[0], "prices") if keys else locate(text, "prices")
+        if line is None:
+            line, col = locate(text, None, "prices")
+        problems.append(Problem(path, message, line, col))
+    return prices, problems
+
+
+def _credits_problem(value: Any) -> str | None:
+    """What is wrong with a rule's daily_credits (None: nothing)."""
+    if value is None or (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and value > 0
+        and value != float("inf")
+    ):
+        return None
+    msg = (
+        "daily_credits must be a number of credits greater than 0 (leave it out for no "
+        f"limit); it is {describe(value)}"
+    )
+    if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
+        msg += f" (write daily_credits = {value.strip()} without quotes)"
+    return msg
 
 
 def _read_rules_list(
@@ -126,8 +159,13 @@ def _read_rule(
         table="rules",
         index=i,
         prefix=label,
-        skip=("defaults",),
+        skip=("defaults", "daily_credits"),
     )
+    credits = raw.get("daily_credits")
+    wrong = _credits_problem(credits)
+    if wrong is not None:
+        line, col = locate(text, "daily_credits", "rules", i)
+        problems.append(Problem(path, label + wrong, line, col))
     defaults, more = _read_rule_defaults(raw.get("defaults"), i, label, path, text)
     problems += more
     raw_path = raw.get("path")
@@ -139,7 +177,12 @@ def _read_rule(
     if obj is None or problems:
         return None, problems
     folder = Path(os.path.normpath(base / Path(raw_path or "").expanduser()))
-    return obj.model_copy(update={"path": folder, "defaults": defaults}), []
+    update = {"path": folder, "defaults": defaults, "daily_credits": _credits(credits)}
+    return obj.model_copy(update=update), []
+
+
+def _credits(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _read_rule_defaults(

@@ -15,7 +15,6 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,7 +23,9 @@ import structlog
 from promptdrop import outputs
 from promptdrop.api import ToApisClient
 from promptdrop.backoff import ACCOUNT_PAUSE, DISK_FULL, Backoff
-from promptdrop.jobs import budget, notes
+from promptdrop.config.prices import Prices
+from promptdrop.jobs import notes
+from promptdrop.jobs.limits import Limits
 from promptdrop.jobs.outcomes import Kind, Outcome
 from promptdrop.jobs.pausing import AccountPause, Pause
 from promptdrop.jobs.table import Effect, Row, lookup
@@ -71,6 +72,7 @@ class EngineStatus:
     jobs: dict[str, int] = field(default_factory=dict)  # job count by state
     budget_left: dict[str, int] = field(default_factory=dict)  # only rules with a budget
     paused: bool = False
+    credits_left: dict[str, float] = field(default_factory=dict)  # only rules with credits
 
 
 class EngineObserver(Protocol):
@@ -83,7 +85,7 @@ class EngineObserver(Protocol):
         """A task's image was written `seconds` after it was submitted."""
 
 
-class EngineCore(ABC):
+class EngineCore(Limits, ABC):
     """The engine's state and the table-driven move; the mixins build on it."""
 
     def __init__(
@@ -94,11 +96,13 @@ class EngineCore(ABC):
         options: EngineOptions | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        prices: Prices | None = None,
     ) -> None:
         self.ledger = ledger
         self.client = client
         self.options = options or EngineOptions()
         self.rules = {r.name: r for r in rules}
+        self.prices: Prices = dict(prices or {})  # the rules file's [prices], canonical ids
         self._clock = clock
         self.stopping = False
         self._account = AccountPause(self.options.pause_backoff(), clock)
@@ -138,36 +142,17 @@ class EngineCore(ABC):
     def status(self) -> EngineStatus:
         """Job counts by state, each budgeted rule's room today, and whether paused."""
         budgets: dict[str, int] = {}
+        left_credits: dict[str, float] = {}
         for name, rule in self.rules.items():
             if rule.daily_budget is not None:
                 left = self.budget_left(name)
                 budgets[name] = rule.daily_budget if left is None else left
-        return EngineStatus(self.ledger.state_counts(), budgets, self.pause is not None)
-
-    # Daily budgets ------------------------------------------------------------------------
-
-    def budget_left(self, rule_name: str | None) -> int | None:
-        """Submissions the rule's daily budget still allows today; None when it has none.
-
-        A day runs from local midnight by the engine's clock. Counted: every committed intent
-        of the day, less those the API proved created nothing (refused, rate limited, an
-        outage answer), by every host sharing the ledger.
-        """
-        cap = self._budget_of(rule_name)
-        if cap is None:
-            return None
-        return budget.budget_left(cap.limit, self.ledger.spent_since(cap.since, cap.rule))
-
-    def _budget_of(self, rule_name: str | None) -> Budget | None:
-        rule = self.rules.get(rule_name or "")
-        if rule is None or rule.daily_budget is None:
-            return None
-        return Budget(rule.name, budget.day_start(self._clock()), rule.daily_budget)
-
-    def _waiting_text(self, job: Job, _source: Path) -> str:
-        rule = self.rules.get(job.rule or "")
-        limit = rule.daily_budget if rule is not None else None
-        return notes.waiting_text(limit, datetime.fromtimestamp(budget.next_day(self._clock())))
+            if rule.daily_credits is not None:
+                room = self.credits_left(name)
+                left_credits[name] = rule.daily_credits if room is None else room
+        return EngineStatus(
+            self.ledger.state_counts(), budgets, self.pause is not None, left_credits
+        )
 
     # The move -------------------------------------------------------------------------------
 
@@ -260,7 +245,7 @@ class EngineCore(ABC):
             # The budget is checked again inside the commit, under a lock every host's intents
             # of this rule take, so nobody racing for the last unit can overspend it.
             fields.update(
-                count_attempt=True, budget=self._budget_of(job.rule), intent_at=self._clock()
+                count_attempt=True, budget=self._budget_of(job.rule, job), intent_at=self._clock()
             )
         moved = self._move(job, job.state, row.next_state, row.detail(outcome), **fields)
         if fx & Effect.COUNT_INTENT:

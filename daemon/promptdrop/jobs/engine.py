@@ -6,8 +6,9 @@ where the ledger says it stopped. A step does its I/O, interprets what came back
 outcome (`jobs.outcomes`), and hands it to `_apply`, which looks the move up in `jobs.table`.
 
 The engine is put together from one mixin per concern, all on `jobs.core.EngineCore` (the
-shared state and the table-driven move): `Intake` (prompt files) on `Delivery` (writing
-images), `Waiting` (daily budgets) and `Leases` (a shared ledger). Mixins rather than
+shared state and the table-driven move, on `jobs.limits.Limits`, the daily budgets and credits
+left): `Intake` (prompt files) on `Delivery` (writing images), `Waiting` (jobs held by those
+limits) and `Leases` (a shared ledger). Mixins rather than
 separate objects because those concerns share one job's state and one move; parts with state
 of their own (`Uploads`, `AccountPause`) are separate objects.
 """
@@ -24,10 +25,12 @@ from pathlib import Path
 import structlog
 
 from promptdrop.api import ApiError, ToApisClient
+from promptdrop.config.prices import Prices
 from promptdrop.crashpoints import reached
-from promptdrop.jobs import budget, timing
+from promptdrop.jobs import notes, timing
 from promptdrop.jobs.budget import day_start, next_day
 from promptdrop.jobs.core import EngineObserver, EngineOptions, EngineStatus
+from promptdrop.jobs.credits import Verdict
 from promptdrop.jobs.intake import Intake
 from promptdrop.jobs.leases import Leases
 from promptdrop.jobs.outcomes import (
@@ -81,21 +84,24 @@ class Engine(Intake, Waiting, Leases):
         options: EngineOptions | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        prices: Prices | None = None,
     ) -> None:
-        super().__init__(ledger, client, rules, options, clock=clock)
+        super().__init__(ledger, client, rules, options, clock=clock, prices=prices)
         self._slots = {r.name: asyncio.Semaphore(r.max_in_flight) for r in rules}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._critical = 0  # POSTs on the wire and files being written: drained on stop
         self._uploads = Uploads(ledger, client)
 
-    def update_rules(self, rules: list[RuleConfig]) -> None:
-        """Take new rules (a reload) without touching running jobs.
+    def update_rules(self, rules: list[RuleConfig], prices: Prices | None = None) -> None:
+        """Take new rules and prices (a reload) without touching running jobs.
 
         A job already running keeps the slot it holds; a changed `max_in_flight` applies to jobs
-        that start from now on. Jobs of a rule that disappeared keep running to the end.
+        that start from now on. Jobs of a rule that disappeared keep running to the end. The
+        prices are replaced too (None: none), so a price added lets held jobs start now.
         """
         old = self.rules
         self.rules = {r.name: r for r in rules}
+        self.prices = dict(prices or {})
         if self.host is not None:
             # A shared ledger stores paths relative to the roots: follow moved folders.
             self.ledger.register_roots(self.host, {r.name: Path(r.path) for r in rules})
@@ -104,7 +110,8 @@ class Engine(Intake, Waiting, Leases):
             if before is None or before.max_in_flight != rule.max_in_flight:
                 self._slots[rule.name] = asyncio.Semaphore(rule.max_in_flight)
         if _running_loop() is not None:
-            self.recheck_budgets()  # a raised or removed budget lets waiting jobs start now
+            # A raised or removed budget, or a price added, lets waiting jobs start now.
+            self.recheck_budgets()
 
     # Driving jobs ---------------------------------------------------------------------------
 
@@ -201,8 +208,8 @@ class Engine(Intake, Waiting, Leases):
         await self._wait_unpaused()
         if self.stopping:
             return
-        if not budget.has_room(self.budget_left(job.rule)):
-            await self._apply(job, self._budget_spent(job))  # before uploading: not today
+        if self.verdict(job) is not Verdict.GO:
+            await self._apply(job, self._budget_spent(job))  # before uploading: not now
             return
         refs = job.request["references"]
         if job.state is S.PENDING and any(r["kind"] == "file" for r in refs):
@@ -251,8 +258,13 @@ class Engine(Intake, Waiting, Leases):
         structlog.contextvars.bind_contextvars(task=task.id)
 
     def _budget_spent(self, job: Job) -> Outcome:
+        """The job is held: its rule's daily budget or credits are spent, or it has no price."""
         rule = self.rules.get(job.rule or "")
-        return Outcome(Kind.BUDGET_SPENT, budget=rule.daily_budget if rule else None)
+        return Outcome(
+            Kind.BUDGET_SPENT,
+            notes.hold_reason(self._hold(job)),
+            budget=rule.daily_budget if rule else None,
+        )
 
     def _requeued(self, job: Job) -> bool:
         return any("refused upload URL" in (e["detail"] or "") for e in self.ledger.events(job.id))

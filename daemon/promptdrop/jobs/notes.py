@@ -14,6 +14,7 @@ from typing import Any
 
 from promptdrop.capabilities import BY_NAME, DEFAULT_MODEL
 from promptdrop.filecheck.per_model import toml_value
+from promptdrop.jobs.credits import Hold, Verdict
 from promptdrop.spec import DEFAULTS_NAME, SpecError
 
 # The error of a waiting job whose prompt file went away; the job is taken up again if the
@@ -143,6 +144,86 @@ def waiting_text(budget: int | None, when: datetime) -> str:
         "What to do: nothing, it starts on its own. To have it sooner, ask whoever runs "
         "promptdrop to raise daily_budget in the rules file."
     )
+
+
+def _credits(n: float) -> str:
+    """A number of credits as people write it: 24, 2.5."""
+    return f"{n:.10g} credit{'' if n == 1 else 's'}"
+
+
+def credits_waiting_text(limit: float, left: float, price: float, when: datetime) -> str:
+    """The rule's daily credits left today are fewer than this file's task costs."""
+    spent = "is used up for today" if left <= 0 else f"has only {_credits(left)} left today"
+    return (
+        f"Not yet: this folder's daily limit of {_credits(limit)} {spent}, and this file's "
+        f"image costs {_credits(price)}, so this file waits. It starts by itself tomorrow "
+        f"({when:%A} {when.day} {when:%B}) "
+        "from 00:00, or on a later day if more files are waiting than one day's credits "
+        "allow. Nothing was sent or paid for it yet.\n"
+        "What to do: nothing, it starts on its own. To have it sooner, ask whoever runs "
+        "promptdrop to raise daily_credits in the rules file."
+    )
+
+
+def too_dear_text(limit: float, price: float, key: str) -> str:
+    """This file's task costs more than a whole day's daily credits: it can never start."""
+    return (
+        f"Held: this file's image costs {_credits(price)}, more than this folder's daily "
+        f"limit of {_credits(limit)}, so it cannot start on any day. Nothing was sent or "
+        "paid for it.\n"
+        "What to do: ask for a cheaper model or resolution in the prompt file, or ask "
+        "whoever runs promptdrop to raise daily_credits in the rules file (or the price "
+        f"{key} under [prices], if it is wrong). It starts by itself once it fits."
+    )
+
+
+def unpriced_text(model: str, resolution: str | None, key: str) -> str:
+    """The rule counts credits but `[prices]` has no price for this task: held, never sent
+    unpriced (it could overspend). `key` is the line to add under `[prices]`."""
+    at = f" at {resolution}" if resolution else ""
+    return (
+        f"Held: this folder counts credits (daily_credits), but the rules file has no price "
+        f"for {model}{at}, so promptdrop does not send it (it could spend more than the "
+        "limit). Nothing was sent or paid for it.\n"
+        "What to do: ask whoever runs promptdrop to add its price to the [prices] table of "
+        f"the rules file, as {key} (CREDITS: what one image costs), and reload the rules "
+        "(SIGHUP or a restart). It starts by itself then."
+    )
+
+
+def hold_reason(hold: Hold) -> str:
+    """Why a job is not sent now, in one line: the ledger's detail of its move, the log's
+    detail, and what `status` shows beside it."""
+    room, price = hold.room, hold.price or 0.0
+    if hold.verdict is Verdict.UNPRICED:
+        at = f" at {hold.resolution}" if hold.resolution else ""
+        return f"no price for {hold.model}{at} in [prices]; held until one is added"
+    if hold.verdict is Verdict.TOO_DEAR:
+        return (
+            f"costs {price:.10g} credits, more than the daily credits of "
+            f"{room.credit_limit or 0:.10g}; held"
+        )
+    if hold.verdict is Verdict.CREDITS_SPENT or hold.daily_budget is None:
+        return (
+            f"the daily credits of {room.credit_limit or 0:.10g} are spent "
+            f"({room.credits or 0:.10g} left, the task costs {price:.10g}); "
+            "waits for the next day"
+        )
+    return f"the daily budget of {hold.daily_budget} is spent; waits for the next day"
+
+
+def held_text(hold: Hold, when: datetime) -> str:
+    """The note beside a prompt file whose job is held; `when` is the next midnight."""
+    room = hold.room
+    if hold.verdict is Verdict.UNPRICED:
+        return unpriced_text(hold.model, hold.resolution, hold.key)
+    if hold.verdict is Verdict.TOO_DEAR and room.credit_limit is not None:
+        return too_dear_text(room.credit_limit, hold.price or 0.0, hold.key)
+    if room.credit_limit is not None and (
+        hold.verdict is Verdict.CREDITS_SPENT or hold.daily_budget is None
+    ):
+        return credits_waiting_text(room.credit_limit, room.credits or 0.0, hold.price or 0.0, when)
+    return waiting_text(hold.daily_budget, when)
 
 
 def paused_text(reason: str, wait: float) -> str:

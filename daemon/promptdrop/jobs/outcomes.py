@@ -26,7 +26,7 @@ from promptdrop.jobs.timing import gone_confirmed
 
 class Kind(StrEnum):
     # Before sending: local events of the submit step.
-    BUDGET_SPENT = "budget spent"  # budget: the rule's daily budget
+    BUDGET_SPENT = "budget spent"  # message: why it is held; budget: the rule's daily budget
     UPLOAD_NEEDED = "upload needed"  # the request has local reference images
     REFERENCE_UNREADABLE = "reference unreadable"  # reference, message
     REFERENCE_REJECTED = "reference rejected"  # reference, message (the API refused the upload)

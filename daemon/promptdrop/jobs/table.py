@@ -98,14 +98,14 @@ TABLE: dict[tuple[JobState, Kind], Row] = {
     # Nothing sent yet.
     (S.PENDING, K.BUDGET_SPENT): Row(
         S.WAITING,
-        "the daily budget of {budget} is spent; waits for the next day",
+        "{message}",
         Effect.NOTE_WAITING,
-        say="daily budget spent; the job waits for the next day",
+        say="the job waits: its folder's daily budget or credits are spent, or it has no price",
     ),
     (S.PENDING, K.UPLOAD_NEEDED): Row(S.UPLOADING, "uploading references"),
     (S.PENDING, K.READY): _INTENT,
     # References going up (free: an interrupted upload starts over).
-    (S.UPLOADING, K.BUDGET_SPENT): Row(S.PENDING, "daily budget spent"),
+    (S.UPLOADING, K.BUDGET_SPENT): Row(S.PENDING, "daily budget or credits spent"),
     (S.UPLOADING, K.READY): _INTENT,
     (S.UPLOADING, K.REFERENCE_UNREADABLE): Row(
         S.FAILED,

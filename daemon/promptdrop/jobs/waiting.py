@@ -9,6 +9,7 @@ import structlog
 
 from promptdrop.jobs import budget
 from promptdrop.jobs.core import EngineCore
+from promptdrop.jobs.credits import Room, Verdict
 from promptdrop.jobs.outcomes import Kind, Outcome
 from promptdrop.ledger import JobState, StaleTransition
 
@@ -24,19 +25,21 @@ class Waiting(EngineCore):
 
         Called at local midnight by the engine's own timer, by `resume`, and after a reload;
         tests call it after moving the clock. Waiting jobs no prompt file wants any more fail.
+        A job held for a missing price or one dearer than a whole day's credits stays held.
         """
         if self.stopping:
             return 0
         started = 0
-        left: dict[str, int | None] = {}
+        rooms: dict[str, Room] = {}
         sources: set[Path] = set()
         remaining = 0
         for job in self.ledger.jobs(S.WAITING):
             name = job.rule or ""
-            if name not in left:
-                left[name] = self.budget_left(name)
-            room = left[name]
-            if not budget.has_room(room):
+            if name not in rooms:
+                rooms[name] = self.room(name)
+            price = self.price_of(job)
+            # First fit, oldest first: a cheaper job may use credits a dearer one cannot.
+            if rooms[name].verdict(price) is not Verdict.GO:
                 remaining += 1
                 continue
             live = self._live_sources(job)
@@ -46,8 +49,7 @@ class Waiting(EngineCore):
                 continue
             if not live:
                 continue
-            if room is not None:
-                left[name] = room - 1
+            rooms[name] = rooms[name].after(price)
             sources.update(live)
             self.launch(job.id)
             started += 1

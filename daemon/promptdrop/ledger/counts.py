@@ -5,6 +5,8 @@ Counted from the job history (`job_events`), so a restart forgets nothing, not e
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from promptdrop.ledger.core import LedgerCore
@@ -59,6 +61,46 @@ class CountsMixin(LedgerCore):
         by_rule = [rule] if rule else []
         params = [sub, since, *by_rule, sub, pending, failed, since, *by_rule, sub, since]
         return int(self._rows(sql, params)[0]["n"])
+
+    def credits_since(
+        self,
+        since: float,
+        rule: str | None,
+        price_of: Callable[[Mapping[str, Any]], float],
+    ) -> float:
+        """Credits spent by the submissions `spent_since` counts: each job's request priced
+        by `price_of` once per counted intent (a refunded one counts nothing)."""
+        sub, pending, failed = (
+            str(st) for st in (JobState.SUBMITTING, JobState.PENDING, JobState.FAILED)
+        )
+        of_rule = " AND j.rule = ?" if rule else ""
+        by_rule = [rule] if rule else []
+        intents = self._rows(
+            "SELECT e.job_id AS job_id, j.request_json AS request, COUNT(*) AS n"
+            " FROM job_events e JOIN jobs j ON j.id = e.job_id"
+            " WHERE e.to_state = ? AND e.from_state <> e.to_state AND e.at >= ?"
+            + of_rule
+            + " GROUP BY e.job_id, j.request_json",
+            [sub, since, *by_rule],
+        )
+        refunds = self._rows(
+            "SELECT e.job_id AS job_id, COUNT(*) AS n"
+            " FROM job_events e JOIN jobs j ON j.id = e.job_id"
+            " WHERE e.from_state = ? AND e.to_state IN (?, ?) AND e.at >= ?"
+            + of_rule
+            + " AND EXISTS (SELECT 1 FROM job_events i WHERE i.job_id = e.job_id"
+            "   AND i.to_state = ? AND i.from_state <> i.to_state AND i.at >= ?"
+            "   AND i.id < e.id)"
+            " GROUP BY e.job_id",
+            [sub, pending, failed, since, *by_rule, sub, since],
+        )
+        given_back = {int(r["job_id"]): int(r["n"]) for r in refunds}
+        total = 0.0
+        for r in intents:
+            counted = int(r["n"]) - given_back.get(int(r["job_id"]), 0)
+            if counted > 0:
+                total += counted * price_of(json.loads(r["request"]))
+        return total
 
     def _lock_budget(self, rule: str) -> None:
         """Serialise budgeted intents of one rule until the transaction ends. SQLite's

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from promptdrop.ledger.counts import CountsMixin
 from promptdrop.ledger.errors import BudgetSpent, LeaseLost, StaleTransition
-from promptdrop.ledger.records import Budget, Job
+from promptdrop.ledger.records import CREDIT_SLACK, Budget, Job
 from promptdrop.ledger.sources import SourcesMixin
 from promptdrop.ledger.states import FINAL, JobState, check_transition
 
@@ -218,8 +218,14 @@ class JobsMixin(SourcesMixin, CountsMixin):
         job_id, src, dst, now = move
         if budget is not None:
             self._lock_budget(budget.rule)
-            if self.spent_since(budget.since, budget.rule) >= budget.limit:
+            if budget.limit is not None and (
+                self.spent_since(budget.since, budget.rule) >= budget.limit
+            ):
                 raise BudgetSpent(f"the budget of rule {budget.rule!r} is spent")
+            if budget.credits is not None and budget.price_of is not None:
+                spent = self.credits_since(budget.since, budget.rule, budget.price_of)
+                if spent + budget.price > budget.credits + CREDIT_SLACK:
+                    raise BudgetSpent(f"the daily credits of rule {budget.rule!r} are spent")
         if holder is not None:
             held = self._rows(f"SELECT host FROM leases WHERE job_id = ?{self._LOCK}", [job_id])
             if not held or held[0]["host"] != holder:

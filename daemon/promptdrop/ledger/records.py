@@ -6,7 +6,7 @@ Plain frozen data; the ledger fills them from its rows (paths already decoded fo
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,11 +94,20 @@ class Recovery:
         )
 
 
+# Sums of prices such as 0.1 + 0.2 must not refuse a task that fits exactly.
+CREDIT_SLACK = 1e-9
+
+
 @dataclass(frozen=True)
 class Budget:
     """A cap checked inside the transaction that commits a submit intent: at most `limit`
-    paid submissions (see `LedgerBase.spent_since`) of `rule` since `since`."""
+    paid submissions (see `LedgerBase.spent_since`) of `rule` since `since`, and, with
+    `credits`, at most that many credits: the day's paid submissions priced by `price_of`
+    (see `LedgerBase.credits_since`) plus this one's `price`. None: no such cap."""
 
     rule: str
     since: float
-    limit: int
+    limit: int | None
+    credits: float | None = None
+    price: float = 0.0
+    price_of: Callable[[Mapping[str, Any]], float] | None = None

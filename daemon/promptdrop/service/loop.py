@@ -307,7 +307,7 @@ class MainLoop:
     async def _use(self, new: RulesFile) -> None:
         old_roots = set(watch_roots(self.rules.rules))
         self.rules = self.opts.rules = new
-        self.engine.update_rules(new.rules)
+        self.engine.update_rules(new.rules, new.prices)
         # New poll timings apply from each task's next poll; a new submit_rate needs a
         # restart (the client's limiter holds its recent history).
         self.engine.options = engine_options(self.opts)

@@ -179,6 +179,14 @@ class _EngineCollector(Collector):
         for name, n in sorted(snap.budget_left.items()):
             left.add_metric([name], n)
         yield left
+        credits = GaugeMetricFamily(
+            "promptdrop_credits_left",
+            "Credits the rule's daily_credits still allows today (rules with daily_credits only).",
+            labels=["rule"],
+        )
+        for name, amount in sorted(snap.credits_left.items()):
+            credits.add_metric([name], amount)
+        yield credits
         paused = GaugeMetricFamily(
             "promptdrop_submissions_paused",
             "1 while submissions are paused (the API refused the key or the quota is empty).",

@@ -2,7 +2,8 @@
 
 Each rule's root is scanned (off the event loop: a root may be on a slow share), every file is
 handed to the engine, and the pass waits until the engine is idle. The exit code says whether
-every file's images were made (0) or some failed or the pass was stopped (1).
+every file's images were made or wait for the next day's budget (0), or some failed, are held
+for a missing price, or the pass was stopped (1).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from promptdrop.jobs.credits import Verdict
 from promptdrop.jobs.engine import Engine
 from promptdrop.ledger import FINAL, JobState
 from promptdrop.service.config import WatchOptions
@@ -54,7 +56,15 @@ async def _one_pass(engine: Engine, opts: WatchOptions, scan: Scan, flags: Flags
             "files wait for the next day's budget; run again tomorrow, or keep the daemon running",
             files=waiting,
         )
-    return 0 if all_done(engine, sources) else 1
+    held = held_sources(engine, sources)
+    if held:
+        log.warning(
+            "files held: no price for their model and resolution, or dearer than a whole "
+            "day's daily_credits",
+            files=held,
+            fix="add the price under [prices] or raise daily_credits in the rules file",
+        )
+    return 0 if all_done(engine, sources) and not held else 1
 
 
 async def _hand_over(engine: Engine, rules: list[RuleConfig], scan: Scan) -> list[Path]:
@@ -112,6 +122,27 @@ def jobs_of(engine: Engine, path: Path) -> tuple[str, list[JobState]]:
 def waiting_sources(engine: Engine, sources: list[Path]) -> int:
     """How many of `sources` have a job held back by a spent daily budget."""
     return sum(1 for p in sources if JobState.WAITING in jobs_of(engine, p)[1])
+
+
+def held_sources(engine: Engine, sources: list[Path]) -> int:
+    """How many of `sources` have a waiting job no new day would start: its model and
+    resolution have no price while credits are counted, or it costs more than a whole day's
+    credits. Those are not what the rule asked for: --once then exits 1."""
+    stuck = (Verdict.UNPRICED, Verdict.TOO_DEAR)
+    n = 0
+    for path in sources:
+        src = engine.ledger.get_source(path)
+        if src is None or src.status != "active" or not src.request_hash:
+            continue
+        jobs = engine.ledger.jobs_for_request(src.request_hash)
+        if any(
+            j.state is JobState.WAITING
+            and j.image_index <= (src.image_count or 1)
+            and engine.verdict(j) in stuck
+            for j in jobs
+        ):
+            n += 1
+    return n
 
 
 def all_done(engine: Engine, sources: list[Path]) -> bool:

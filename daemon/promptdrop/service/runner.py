@@ -67,7 +67,13 @@ async def run(opts: WatchOptions) -> int:
                 rate_limits=rate_limits(api),
                 timeout=api.timeout,
             ) as client:
-                engine = Engine(ledger, client, opts.rules.rules, engine_options(opts))
+                engine = Engine(
+                    ledger,
+                    client,
+                    opts.rules.rules,
+                    engine_options(opts),
+                    prices=opts.rules.prices,
+                )
                 engine.host = host
                 metrics = None
                 if opts.metrics:
