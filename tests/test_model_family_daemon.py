@@ -12,7 +12,7 @@ from typing import Any
 
 from PIL import Image
 
-from harness import CANARY, cli, daemon_env, image_for
+from harness import CANARY, cli, daemon_env, image_for, note_for
 from promptdrop.emulator import Emulator, EmulatorConfig
 from promptdrop.outputs import read_provenance
 
@@ -138,3 +138,49 @@ def test_the_family_through_the_daemon(tmp_path: Path) -> None:
             assert im.size == (2048, round(2048 * 9 / 21))
         with Image.open(folder / "wide.v1.png") as im:
             assert im.size == (4096, round(4096 * 9 / 21))
+
+
+def test_credits_price_each_task_by_its_model_and_resolution(tmp_path: Path) -> None:
+    """60 credits a day: a 4K pro image (48) and a 2K one (24) cannot both go today, and a
+    model with no price is held unsent."""
+    folder, state = tmp_path / "drop", tmp_path / "state"
+    folder.mkdir()
+    pro = 'prompt = "{}"\nmodel = "nano-banana-pro"\nsize = "21:9"\nresolution = "{}"\n'
+    (folder / "big.prompt.toml").write_text(pro.format("a big lighthouse", "4K"))
+    (folder / "mid.prompt.toml").write_text(pro.format("a middling lighthouse", "2K"))
+    (folder / "flash.prompt.toml").write_text(
+        'prompt = "a banner"\nmodel = "gemini-3.1-flash-image-preview"\nsize = "1:8"\n'
+    )
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[prices]\n"nano-banana-pro" = { "1K" = 24, "2K" = 24, "4K" = 48 }\n\n'
+        f'[[rules]]\nname = "drop"\npath = {json.dumps(str(folder))}\nsettle = 0.1\n'
+        "daily_credits = 60\n"
+    )
+    config = EmulatorConfig(api_key=CANARY, latency=0.1, jitter=0.0, rate_limits=None)
+    with Emulator(config) as emu:
+        done = cli(
+            "watch",
+            "--once",
+            "--rules",
+            str(rules),
+            "--state-dir",
+            str(state),
+            "--poll-interval",
+            "0.1",
+            "--log-format",
+            "json",
+            env=daemon_env(emu.base_url),
+            cwd=tmp_path,
+            timeout=120,
+        )
+        assert done.returncode == 1, done.stderr[-3000:]  # a file is held for its price
+        bodies = [s["body"] for s in emu.stats()["submissions"]]
+    assert len(bodies) == 1 and bodies[0]["model"] == "gemini-3-pro-image-preview"
+    made = "big" if bodies[0]["metadata"] == {"resolution": "4K"} else "mid"
+    other = "mid" if made == "big" else "big"
+    assert image_for(folder / f"{made}.prompt.toml") is not None
+    assert image_for(folder / f"{other}.prompt.toml") is None
+    assert "credits" in note_for(folder / f"{other}.prompt.toml").read_text()
+    unpriced = note_for(folder / "flash.prompt.toml").read_text()
+    assert '"gemini-3.1-flash-image-preview" = { "1K" = CREDITS }' in unpriced
