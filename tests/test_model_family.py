@@ -296,3 +296,23 @@ def test_what_the_hash_covers(tmp_path: Path) -> None:
     assert base != h(G31O + "[options]\ntemperature = 1.0\n")
     assert h(G31O + "[options]\ntemperature = 1.0\n") != h(G31O + "[options]\ntemperature = 1.5\n")
     assert h(G31O + "[options]\ntemperature = 1\n") == h(G31O + "[options]\ntemperature = 1.0\n")
+
+
+def test_a_file_with_a_malformed_value_still_hears_what_its_model_refuses(tmp_path: Path) -> None:
+    text = P + G25O + '[options]\ntemperature = "hot"\nthinking_level = "HIGH"\n'
+    got = _read(tmp_path, "a.prompt.toml", text)
+    assert isinstance(got, SpecError)
+    assert [(p.line, p.message.split(";")[0]) for p in got.problems] == [
+        (4, "options.temperature must be a number from 0 to 2"),
+        (
+            5,
+            "options.thinking_level is not taken by gemini-2.5-flash-image-official "
+            "(nano-banana-official)",
+        ),
+    ]
+
+
+def test_an_unknown_model_is_not_judged_by_the_default_models_limits(tmp_path: Path) -> None:
+    got = _read(tmp_path, "a.prompt.toml", P + 'model = "nano-banana-3"\nsize = "21:9"\n')
+    assert isinstance(got, SpecError)
+    assert [p.message.split(" is not")[0] for p in got.problems] == ["model 'nano-banana-3'"]

@@ -184,3 +184,18 @@ def test_credits_price_each_task_by_its_model_and_resolution(tmp_path: Path) -> 
     assert "credits" in note_for(folder / f"{other}.prompt.toml").read_text()
     unpriced = note_for(folder / "flash.prompt.toml").read_text()
     assert '"gemini-3.1-flash-image-preview" = { "1K" = CREDITS }' in unpriced
+
+
+def test_status_shows_a_refused_files_first_problem(tmp_path: Path) -> None:
+    folder, state = tmp_path / "drop", tmp_path / "state"
+    folder.mkdir()
+    (folder / "bad.prompt.toml").write_text('prompt = "x"\nsize = "21:9"\n')
+    config = EmulatorConfig(api_key=CANARY, latency=0.1, jitter=0.0, rate_limits=None)
+    with Emulator(config) as emu:
+        assert _once(emu, folder, state, tmp_path).returncode == 1
+        assert emu.stats()["submissions"] == []
+        status = cli(
+            "status", "--state-dir", str(state), env=daemon_env(emu.base_url), cwd=tmp_path
+        )
+    [line] = [line for line in status.stdout.splitlines() if line.startswith("invalid")]
+    assert 'bad.prompt.toml  line 2: size "21:9" is not offered by gemini-2.5' in line

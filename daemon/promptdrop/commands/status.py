@@ -132,6 +132,14 @@ def counts_line(counts: dict[str, int]) -> str:
     return "jobs: " + (", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "none")
 
 
+def _first_problem(error: str | None) -> str:
+    """The line of a refused file's error that says what is wrong: its first listed problem
+    (the heading "This prompt file cannot be used yet:" says nothing by itself)."""
+    lines = (error or "").splitlines()
+    listed = [line.removeprefix("- ") for line in lines if line.startswith("- ")]
+    return listed[0] if listed else (lines[0] if lines else "")
+
+
 def print_status(
     ledger: LedgerBase,
     out: TextIO,
@@ -165,7 +173,7 @@ def print_status(
     for row in rows:
         out.write(job_line(row) + "\n")
     for s in refused:
-        first = (s.error or "").splitlines()[0] if s.error else ""
+        first = _first_problem(s.error)
         out.write(f"{s.status:<11} {s.path}  {first}\n")
     return 0
 

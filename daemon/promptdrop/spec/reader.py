@@ -7,7 +7,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from promptdrop.config.defaults import FolderDefaults
+from promptdrop.filecheck.per_model import model_problems
 from promptdrop.filecheck.problems import Problem, SpecError, by_position, reported_as
 from promptdrop.filecheck.reading import load
 from promptdrop.filecheck.refform import reference_forms
@@ -22,7 +25,7 @@ from promptdrop.spec.folder_defaults import (
 )
 from promptdrop.spec.prompt_file import PromptFile
 from promptdrop.spec.references import resolve_listed
-from promptdrop.spec.request import Reference, Request, effective_request
+from promptdrop.spec.request import Reference, Request, effective_request, where_written
 
 
 def read_prompt_file(
@@ -64,10 +67,59 @@ def read_prompt_file(
         problems += more
         if request is not None and not problems:
             return request
+    elif obj is None:
+        # Some values are malformed: still say what the model refuses among the others, so
+        # one save fixes everything.
+        problems += _model_problems_of_the_rest(raw, layers, folder_real, path, text, problems)
     if problems:
         errors.append(SpecError(sorted(problems, key=by_position)))
     all_problems = [p for e in errors for p in e.problems]
     raise SpecError(all_problems, not_ready=all(e.not_ready for e in errors))
+
+
+def _valid_alone(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of a refused prompt file whose values are fine by themselves (options too)."""
+    kept: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "options" and isinstance(value, dict):
+            good = {k: v for k, v in value.items() if _fine({"options": {k: v}})}
+            if good:
+                kept["options"] = good
+        elif key != "prompt" and _fine({key: value}):
+            kept[key] = value
+    return kept
+
+
+def _fine(values: Mapping[str, Any]) -> bool:
+    try:
+        PromptFile.model_validate({"prompt": "x", **values})
+    except ValidationError:
+        return False
+    return True
+
+
+def _model_problems_of_the_rest(
+    raw: Mapping[str, Any],
+    layers: Sequence[Layer],
+    folder_real: Path,
+    path: Path,
+    text: str,
+    found: Sequence[Problem],
+) -> list[Problem]:
+    """What the model refuses among the well-formed values of a file that has malformed ones,
+    leaving out the keys already reported."""
+    own = Layer(_valid_alone(raw), folder_real, path, text)
+    if "model" in raw and "model" not in own.values:
+        return []  # no model to judge by: the default model's limits would mislead
+    values = merged([*layers, own])
+    refs = raw.get("references")
+    n_refs = len(refs) if isinstance(refs, list) else 0
+    reported = {p.line for p in found if p.line is not None}
+    more = [
+        Problem(path, message, *where_written(text, key, inherited([*layers, own])))
+        for key, message in model_problems(values, n_refs, inherited([*layers, own]))
+    ]
+    return [p for p in more if p.line is None or p.line not in reported]
 
 
 def _own_layer(

@@ -141,7 +141,7 @@ def effective_request(
             Problem(path, "prompt contains invisible control characters; remove them", line, col)
         )
     for key, message in model_problems(values, len(references), inherited):
-        problems.append(Problem(path, message, *_where(text, key, inherited)))
+        problems.append(Problem(path, message, *where_written(text, key, inherited)))
     if problems:
         return None, problems
     row = row_of(values.get("model"))
@@ -157,7 +157,9 @@ def effective_request(
     ), []
 
 
-def _where(text: str, key: str, inherited: Mapping[str, str]) -> tuple[int | None, int | None]:
+def where_written(
+    text: str, key: str, inherited: Mapping[str, str]
+) -> tuple[int | None, int | None]:
     """Where the prompt file writes `key` (an option under [options]); nowhere if inherited."""
     if key in inherited:
         return None, None
