@@ -10,6 +10,7 @@ Quick by default; PROMPTDROP_LONG=1 runs the long crash loop (200 files, 30 kill
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -95,6 +96,13 @@ class Rig:
     folder: Path
     state: Path
     daemons: list[Daemon] = field(default_factory=list)
+    # What the emulator does with client_business_id (honoured, ignored or delayed).
+    faults: Faults = field(default_factory=Faults)
+
+    def use(self, business_ids: str) -> None:
+        """Have the emulator treat business ids so; a delayed one shows 1 s after creation."""
+        self.faults = Faults(business_ids=business_ids, business_id_delay=1.0)
+        self.emu.set_faults(self.faults)
 
     @property
     def ledger(self) -> Ledger:
@@ -108,7 +116,11 @@ class Rig:
             max_in_flight=MAX_IN_FLIGHT,
             account_group="svip",
         )
-        extra = {"PROMPTDROP_CRASH_AT": crash_at} if crash_at is not None else {}
+        # Lost answers: "not found" confirmed over 3 s instead of a minute, and a new task
+        # looked up by its business id 1.5 s after it was made (past the delayed mode's 1 s).
+        extra = {"PROMPTDROP_LOOKUP_SPREAD": "3", "PROMPTDROP_PROOF_DELAY": "1.5"}
+        if crash_at is not None:
+            extra["PROMPTDROP_CRASH_AT"] = crash_at
         daemon = spawn(
             rules,
             self.state,
@@ -157,7 +169,13 @@ def _settled(rig: Rig, sources: list[Path]) -> bool:
 # ---------------------------------------------------------------------------------- crash loop
 
 
-def test_random_sigkills_never_pay_twice_lose_an_image_or_leave_a_partial_file(rig: Rig) -> None:
+@pytest.mark.parametrize("business_ids", ["honoured", "ignored", "delayed"])
+def test_random_sigkills_never_pay_twice_lose_an_image_or_leave_a_partial_file(
+    rig: Rig, business_ids: str
+) -> None:
+    """With lookups by business id honoured (also when they show late) every lost answer is
+    settled: none stays ambiguous; with them ignored, the lost ones stay ambiguous, noted."""
+    rig.use(business_ids)
     long = os.environ.get("PROMPTDROP_LONG") == "1"
     n_files, kills = (200, 30) if long else (60, 8)
     rng = random.Random(20240611)
@@ -217,8 +235,11 @@ def test_random_sigkills_never_pay_twice_lose_an_image_or_leave_a_partial_file(r
         image = image_for(src)
         if image is None:
             losses += 1
-    # A kill can catch every submission then on the wire: up to max_in_flight per kill.
+    # A kill can catch every submission then on the wire: up to max_in_flight per kill. An API
+    # that finds tasks by business id settles every one of them.
     assert len(ambiguous) <= kills * MAX_IN_FLIGHT
+    if business_ids != "ignored":
+        assert ambiguous == []
     assert duplicates == 0
     assert losses == 0
     assert set(paid) <= {f"crash loop prompt number {i}" for i in range(n_files)}
@@ -235,6 +256,7 @@ def test_random_sigkills_never_pay_twice_lose_an_image_or_leave_a_partial_file(r
             assert name.endswith((".prompt.toml", ".error.txt")), name
 
     figures = {
+        "business_ids": business_ids,
         "files": n_files,
         "kills": kills,
         "ambiguous": len(ambiguous),
@@ -243,13 +265,14 @@ def test_random_sigkills_never_pay_twice_lose_an_image_or_leave_a_partial_file(r
         "submissions": sum(paid.values()),
     }
     print("crash loop:", json.dumps(figures))
-    record("crash_loop", figures)
+    record(f"crash_loop_{business_ids}", figures)
 
 
 # ---------------------------------------------------------------------------- named crash points
 
-# point -> (final job state, paid submissions, image expected)
-EXPECTED = {
+# point -> (final job state, paid submissions, image expected), with the API ignoring
+# client_business_id: a lost answer cannot be settled.
+EXPECTED_IGNORED = {
     "after_intent": ("ambiguous", 0, False),  # the POST never left, but nothing can know that
     "after_post_sent": ("ambiguous", 1, False),  # the POST left; its answer never came back
     "after_answer": ("ambiguous", 1, False),  # paid, but the task id was never recorded
@@ -259,19 +282,29 @@ EXPECTED = {
     "after_rename": ("done", 1, True),
     "before_done": ("done", 1, True),
 }
+# The same with lookups by business id honoured: a lost answer is found. A POST killed before it
+# left stays ambiguous here: this fresh ledger has never seen the API find a task by business id,
+# so "not found" proves nothing (the crash loop, with other files' tasks, settles those too).
+EXPECTED = {
+    **EXPECTED_IGNORED,
+    "after_post_sent": ("done", 1, True),
+    "after_answer": ("done", 1, True),
+}
 # Not a point in the daemon's code: the emulator holds the answer to the submit (it has
 # created the task) and the test kills the daemon while it waits.
 HELD_ANSWER = "after_post_sent"
 
 
 def test_the_expected_table_covers_every_crash_point() -> None:
-    assert set(EXPECTED) == {*POINTS, HELD_ANSWER}
+    assert set(EXPECTED) == set(EXPECTED_IGNORED) == {*POINTS, HELD_ANSWER}
 
 
 def _kill_at(rig: Rig, point: str) -> Daemon:
     """Start a daemon and have it SIGKILLed at `point`."""
     if point == HELD_ANSWER:
-        rig.emu.set_faults(Faults(slow=1.0, slow_seconds=20.0, endpoints=("submit",)))
+        rig.emu.set_faults(
+            dataclasses.replace(rig.faults, slow=1.0, slow_seconds=20.0, endpoints=("submit",))
+        )
         doomed = rig.start()
         wait_for(
             lambda: rig.emu.stats()["submissions"],
@@ -279,7 +312,7 @@ def _kill_at(rig: Rig, point: str) -> Daemon:
             daemon=doomed,
         )
         doomed.kill()
-        rig.emu.set_faults(Faults())
+        rig.emu.set_faults(rig.faults)
         return doomed
     doomed = rig.start(crash_at=point)
     try:
@@ -289,12 +322,16 @@ def _kill_at(rig: Rig, point: str) -> Daemon:
     return doomed
 
 
-@pytest.mark.parametrize("repeat", [0, 1])
-@pytest.mark.parametrize("point", list(EXPECTED))
+@pytest.mark.parametrize(
+    ("point", "repeat", "business_ids"),
+    [(p, r, "honoured") for p in EXPECTED for r in (0, 1)] + [(p, 0, "ignored") for p in EXPECTED],
+)
 def test_a_kill_at_each_crash_point_recovers_to_the_safe_outcome(
-    rig: Rig, point: str, repeat: int
+    rig: Rig, point: str, repeat: int, business_ids: str
 ) -> None:
-    state, paid, image_expected = EXPECTED[point]
+    rig.use(business_ids)
+    table = EXPECTED if business_ids == "honoured" else EXPECTED_IGNORED
+    state, paid, image_expected = table[point]
     prompt = f"a lighthouse at dusk ({point} #{repeat})"
     source = rig.drop("poster.prompt.toml", prompt)
 

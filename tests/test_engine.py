@@ -132,13 +132,14 @@ def test_a_lost_submit_answer_is_ambiguous_noted_and_never_resent(
     folder.mkdir()
     source = folder / "lost.prompt.toml"
     source.write_text('prompt = "lost answer"\n')
-    emulator.set_faults(Faults(reset=1.0, endpoints=("submit",)))
+    # An API that ignores client_business_id: nothing can settle the lost answer.
+    emulator.set_faults(Faults(reset=1.0, endpoints=("submit",), business_ids="ignored"))
 
     assert _once(folder, tmp_path / "state", emulator) == 1
     assert len(emulator.stats()["submissions"]) == 1  # the task was created behind the reset
     assert "may or may not have been made" in note_path(source).read_text()
 
-    emulator.set_faults(Faults())
+    emulator.set_faults(Faults(business_ids="ignored"))
     assert _once(folder, tmp_path / "state", emulator) == 1  # still ambiguous: not resent
     assert len(emulator.stats()["submissions"]) == 1
 
@@ -156,9 +157,9 @@ def test_rules_may_opt_in_to_resubmitting_ambiguous_jobs(
     folder = tmp_path / "drop"
     folder.mkdir()
     (folder / "x.prompt.toml").write_text('prompt = "opt in"\n')
-    emulator.set_faults(Faults(html_502=1.0, endpoints=("submit",)))
+    emulator.set_faults(Faults(html_502=1.0, endpoints=("submit",), business_ids="ignored"))
     assert _once(folder, tmp_path / "state", emulator) == 1
-    emulator.set_faults(Faults())
+    emulator.set_faults(Faults(business_ids="ignored"))
     assert _once(folder, tmp_path / "state", emulator, resubmit_ambiguous=True) == 0
     assert len(emulator.stats()["submissions"]) == 2
 

@@ -79,6 +79,10 @@ STEPS = {
         },
     ),
     "adopt": ({S.PENDING}, {K.ADOPTED}),
+    "settle": (
+        {S.AMBIGUOUS},
+        {K.LOOKUP_FOUND, K.LOOKUP_MISSED, K.NOT_CREATED, K.LOOKUP_UNPROVEN, K.LOOKUP_FAILED},
+    ),
     "download": (
         {S.DOWNLOADING},
         {K.RESULT_EXPIRED, K.DOWNLOAD_FAILED, K.WRITE_FAILED, K.WRITTEN, K.UNWANTED},
@@ -86,7 +90,17 @@ STEPS = {
 }
 
 
-_RETAKES = {K.WANTED_AGAIN, K.RESUBMIT_ALLOWED}
+# A final job moves again only when asked for again, or (ambiguous) when looking its lost
+# answer up by business id settles it.
+_RETAKES = {
+    K.WANTED_AGAIN,
+    K.RESUBMIT_ALLOWED,
+    K.LOOKUP_FOUND,
+    K.LOOKUP_MISSED,
+    K.NOT_CREATED,
+    K.LOOKUP_UNPROVEN,
+    K.LOOKUP_FAILED,
+}
 
 
 def _task(status: str = "completed") -> TaskState:
@@ -135,7 +149,7 @@ def test_every_row_says_what_happened_in_words(key: tuple[JobState, Kind], row: 
         assert not row.effects & (Effect.SET_ERROR | Effect.FINISHED | Effect.COUNT_INTENT)
     else:
         assert row.detail(outcome).strip()
-    if row.next_state in (S.FAILED, S.AMBIGUOUS):
+    if row.next_state in (S.FAILED, S.AMBIGUOUS) and row.next_state is not state:
         assert row.effects & Effect.SET_ERROR
         assert row.error_text(outcome).strip()
     if row.next_state in (S.FAILED, S.DONE):

@@ -20,7 +20,7 @@ import httpx
 import structlog
 
 from promptdrop import __version__, imaging
-from promptdrop.api.errors import Ambiguous, ApiError, ResultUnavailable
+from promptdrop.api.errors import Ambiguous, ApiError, ResultUnavailable, TaskNotFound
 from promptdrop.api.protocol import (
     Downloaded,
     TaskState,
@@ -166,10 +166,16 @@ class ToApisClient:
         size: str,
         image_urls: Sequence[str] = (),
         metadata: Mapping[str, Any] | None = None,
+        client_business_id: str | None = None,
     ) -> TaskState:
         """Start one generation (n=1) and return the new task. Raises Ambiguous, never
-        retrying, when the request may have reached the API but its answer was lost."""
+        retrying, when the request may have reached the API but its answer was lost.
+
+        `client_business_id` goes at the top level of the body, where the docs recommend it:
+        the task can then be found by it (`find_by_business_id`) when the answer is lost."""
         payload: dict[str, Any] = {"model": model, "prompt": prompt, "size": size, "n": 1}
+        if client_business_id is not None:
+            payload["client_business_id"] = client_business_id
         if image_urls:
             payload["image_urls"] = [str(u) for u in image_urls]
         if metadata:
@@ -202,6 +208,22 @@ class ToApisClient:
         if gone is not None:
             raise gone
         return self._task_state(body, task_id)
+
+    async def find_by_business_id(self, business_id: str) -> TaskState | None:
+        """The task that was sent with `business_id`, or None when the API finds none.
+
+        The same endpoint as a poll, with the business id in place of the task id (the docs'
+        task page). A task whose echoed business id is another one is not ours: None too.
+        Other errors are raised as for a poll.
+        """
+        try:
+            task = await self.get_task(business_id)
+        except TaskNotFound:
+            return None
+        echoed = task.raw.get("client_business_id") if isinstance(task.raw, dict) else None
+        if echoed is not None and echoed != business_id:
+            return None
+        return task
 
     async def download(self, url: str) -> Downloaded:
         """Fetch a result (never with the key) and return its bytes and real format.

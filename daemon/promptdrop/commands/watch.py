@@ -18,6 +18,7 @@ from promptdrop import logs
 from promptdrop.api import DEFAULT_BASE_URL
 from promptdrop.commands.existing import state_dir_or_default
 from promptdrop.jobs.engine import EngineOptions
+from promptdrop.jobs.lookups import policy_from
 from promptdrop.ledger import LedgerUnavailable
 from promptdrop.service.config import ConfigError, WatchOptions, resolve_api_key
 from promptdrop.service.lifecycle import AlreadyRunning
@@ -91,6 +92,7 @@ def watch_options(args: WatchArgs) -> WatchOptions:
             poll_first=args.poll_interval,
             poll_interval=args.poll_interval,
             lease_ttl=args.lease_time,
+            lookups=policy_from(os.environ),
         ),
         reload_rules=lambda: rules_loader(args),
         metrics=_metrics_address(args.metrics),

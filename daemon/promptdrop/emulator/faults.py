@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ENDPOINTS = ("submit", "poll", "upload", "download")
+BUSINESS_ID_MODES = ("honoured", "ignored", "delayed")
 
 # The per-request faults, in the order one uniform draw walks them. The first three answer
 # before the request is processed; the others after it (see Faults).
@@ -81,6 +82,10 @@ class Faults:
       quota_exhausted: every submit answers 402 insufficient_quota (nothing is created)
       and /v1/balance reports 0.
     - retry_after_format: "seconds" or "date" (an HTTP date) for every Retry-After header.
+    - business_ids: what becomes of a submission's `client_business_id` (the docs' CN task
+      page): "honoured" (echoed in the task, and the task is found by it in place of its id),
+      "ignored" (neither: an API that does not know the field), or "delayed" (honoured, but
+      a lookup finds the task only `business_id_delay` seconds after it was created).
     """
 
     error_500: float = 0.0
@@ -102,6 +107,8 @@ class Faults:
     auth_fail: bool = False
     quota_exhausted: bool = False
     endpoints: tuple[str, ...] = field(default=ENDPOINTS)
+    business_ids: str = "honoured"
+    business_id_delay: float = 5.0
 
     def __post_init__(self) -> None:
         for name in _RATES:
@@ -117,6 +124,12 @@ class Faults:
             raise ValueError("slow_seconds must be a number of seconds")
         if self.slow_seconds < 0:
             raise ValueError("slow_seconds must not be negative")
+        if self.business_ids not in BUSINESS_ID_MODES:
+            raise ValueError(f"business_ids must be one of {', '.join(BUSINESS_ID_MODES)}")
+        if isinstance(self.business_id_delay, bool) or not isinstance(
+            self.business_id_delay, int | float
+        ):
+            raise ValueError("business_id_delay must be a number of seconds")
         if self.retry_after_format not in ("seconds", "date"):
             raise ValueError('retry_after_format must be "seconds" or "date"')
         if not isinstance(self.running_status, str) or self.running_status in (

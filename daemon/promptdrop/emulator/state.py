@@ -297,7 +297,14 @@ class EmulatorState:
         with self._lock:
             task = self._tasks.get(task_id)
             if task is None and task_id in self._business_ids:
-                task = self._tasks.get(self._business_ids[task_id])
+                found = self._tasks.get(self._business_ids[task_id])
+                mode = self._faults.business_ids
+                visible = mode == "honoured" or (
+                    mode == "delayed"
+                    and found is not None
+                    and now - found.created_at >= self._faults.business_id_delay
+                )
+                task = found if visible else None
             return None if task is None else self._view(task, now)
 
     def _view(self, task: Task, now: float) -> dict[str, Any]:
@@ -311,7 +318,7 @@ class EmulatorState:
             "created_at": int(task.created_at),
             "metadata": copy.deepcopy(req.metadata),
         }
-        if req.client_business_id is not None:
+        if req.client_business_id is not None and self._faults.business_ids != "ignored":
             view["client_business_id"] = req.client_business_id
         elapsed = now - task.created_at
         if elapsed < task.duration:

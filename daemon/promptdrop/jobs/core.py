@@ -26,6 +26,7 @@ from promptdrop.backoff import ACCOUNT_PAUSE, DISK_FULL, Backoff
 from promptdrop.config.prices import Prices
 from promptdrop.jobs import notes
 from promptdrop.jobs.limits import Limits
+from promptdrop.jobs.lookups import LookupPolicy, new_business_id
 from promptdrop.jobs.outcomes import Kind, Outcome
 from promptdrop.jobs.pausing import AccountPause, Pause
 from promptdrop.jobs.table import Effect, Row, lookup
@@ -59,6 +60,8 @@ class EngineOptions:
     # A task the API says it does not know is asked about again over this many seconds
     # before its job fails (see jobs.timing).
     gone_window: float = 60.0
+    # Lost answers looked up by business id: how often, how long, and the proof's life.
+    lookups: LookupPolicy = field(default_factory=LookupPolicy)
 
     def pause_backoff(self) -> Backoff:
         """The account pause's policy with this engine's first wait and cap."""
@@ -228,6 +231,8 @@ class EngineCore(Limits, ABC):
         fields: dict[str, Any] = {}
         if fx & Effect.SET_ERROR:
             fields["error"] = row.error_text(outcome)
+        if fx & Effect.CLEAR_ERROR:
+            fields["error"] = None
         if fx & Effect.FINISHED:
             fields["finished_at"] = self._clock()
         task = outcome.task
@@ -244,8 +249,13 @@ class EngineCore(Limits, ABC):
         if fx & Effect.COUNT_INTENT:
             # The budget is checked again inside the commit, under a lock every host's intents
             # of this rule take, so nobody racing for the last unit can overspend it.
+            # Each attempt gets a fresh business id, recorded before the request leaves, so a
+            # lost answer can be looked up by it (jobs.settle).
             fields.update(
-                count_attempt=True, budget=self._budget_of(job.rule, job), intent_at=self._clock()
+                count_attempt=True,
+                budget=self._budget_of(job.rule, job),
+                intent_at=self._clock(),
+                business_id=new_business_id(),
             )
         moved = self._move(job, job.state, row.next_state, row.detail(outcome), **fields)
         if fx & Effect.COUNT_INTENT:

@@ -46,6 +46,7 @@ from promptdrop.jobs.outcomes import (
     interpret_written,
 )
 from promptdrop.jobs.pausing import Pause
+from promptdrop.jobs.settle import Settling
 from promptdrop.jobs.uploads import Uploads
 from promptdrop.jobs.waiting import Waiting
 from promptdrop.ledger import (
@@ -73,7 +74,7 @@ S = JobState
 log = structlog.get_logger("promptdrop.engine")
 
 
-class Engine(Intake, Waiting, Leases):
+class Engine(Intake, Waiting, Leases, Settling):
     """Turns settled prompt files into jobs and jobs into images."""
 
     def __init__(
@@ -91,6 +92,7 @@ class Engine(Intake, Waiting, Leases):
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._critical = 0  # POSTs on the wire and files being written: drained on stop
         self._uploads = Uploads(ledger, client)
+        self._init_settling()
 
     def update_rules(self, rules: list[RuleConfig], prices: Prices | None = None) -> None:
         """Take new rules and prices (a reload) without touching running jobs.
@@ -142,6 +144,7 @@ class Engine(Intake, Waiting, Leases):
         unfinished = (S.PENDING, S.UPLOADING, S.RUNNING, S.DOWNLOADING)
         for job in self.ledger.jobs(*unfinished, free_for=self.host):
             self.launch(job.id)
+        self._resettle()  # lost answers: looked up by their business ids
         self.recheck_budgets()
         self._arm_lease_timer()
 
@@ -153,6 +156,8 @@ class Engine(Intake, Waiting, Leases):
             self._budget_timer.cancel()
         if self._lease_timer is not None:
             self._lease_timer.cancel()
+        if self._proof_task is not None:
+            self._proof_task.cancel()
         deadline = time.monotonic() + self.options.drain_timeout
         while self._critical and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -188,6 +193,17 @@ class Engine(Intake, Waiting, Leases):
             return  # another host is working on it
         while not self.stopping:
             job = self.ledger.get_job(job_id)
+            if job.state is S.AMBIGUOUS:
+                if job.business_id is None:
+                    # Sent before submissions carried a business id: nothing to look up.
+                    self._note_sources(job, lambda j, s: notes.ambiguous_text(s, j.request))
+                    return
+                if not self._claim(job_id):
+                    return  # a final move ended the claim: another host settles it
+                job = await self._settle(job)
+                if job.state is S.AMBIGUOUS:
+                    return  # left ambiguous, with its note
+                continue
             if job.state in FINAL or job.state is S.WAITING:
                 return  # waiting jobs are started by recheck_budgets, not by a task
             if job.state is S.PENDING and not self._live_sources(job):
@@ -241,6 +257,7 @@ class Engine(Intake, Waiting, Leases):
                 size=req["size"],
                 image_urls=image_urls,
                 metadata=req["metadata"] or None,
+                client_business_id=job.business_id,
             )
         except ApiError as exc:
             requeued = bool(image_urls) and self._requeued(job)
@@ -254,6 +271,7 @@ class Engine(Intake, Waiting, Leases):
             return
         reached("after_answer")
         await self._apply(job, outcome)
+        self._maybe_prove(job.business_id, task)
         reached("after_running")
         structlog.contextvars.bind_contextvars(task=task.id)
 

@@ -239,6 +239,8 @@ class Intake(Delivery):
         elif job.state is S.AMBIGUOUS:
             if rule.resubmit_ambiguous:
                 self._commit(job, Outcome(Kind.RESUBMIT_ALLOWED))
+            elif job.business_id is not None:
+                self.launch(job.id)  # looked up by its business id; the note if unsettled
             else:
                 outputs.write_note(source, notes.ambiguous_text(source, job.request))
         elif job.state is S.PENDING and await self._adopt(job, source):

@@ -61,7 +61,9 @@ class Leases(EngineCore):
                 state=str(job.state),
                 task=job.task_id,
             )
-            if job.state is S.AMBIGUOUS:  # final: its claim ended with the move
+            if job.state is S.AMBIGUOUS and job.business_id is not None:
+                self.launch(job.id)  # looked up by its business id (jobs.settle)
+            elif job.state is S.AMBIGUOUS:  # final: its claim ended with the move
                 self._note_sources(job, lambda j, s: notes.ambiguous_text(s, j.request))
             else:
                 self._claimed.add(job.id)

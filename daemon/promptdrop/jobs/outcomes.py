@@ -42,6 +42,12 @@ class Kind(StrEnum):
     QUOTA_EMPTY = "quota empty"  # message: the account has no credit
     LOST_ANSWER = "lost answer"  # message: it left, its answer did not come back
     INTERRUPTED = "interrupted"  # a job found mid-submission: its answer died with a task
+    # Looking a lost answer up by the attempt's business id (jobs.lookups).
+    LOOKUP_FOUND = "found by business id"  # task: the task it created
+    LOOKUP_MISSED = "not found yet"  # message: how many times so far
+    NOT_CREATED = "not created"  # message: how often and over how long it was not found
+    LOOKUP_UNPROVEN = "lookups unproven"  # not found, at an API not shown to find tasks so
+    LOOKUP_FAILED = "lookup failed"  # message: the lookup got no answer
     # The answer to a poll.
     TASK_RUNNING = "task running"  # task
     TASK_DONE = "task done"  # task: url and expiry

@@ -46,6 +46,7 @@ class Effect(Flag):
     LAUNCH = auto()  # drive the job again (it is not being driven now)
     OBSERVE_LATENCY = auto()  # tell observers how long the task took from submit to image
     RECORD_FOUND = auto()  # store the task id an adopted image's provenance names (not sent)
+    CLEAR_ERROR = auto()  # the job's error goes: a lost answer was settled
 
 
 FAIL = Effect.SET_ERROR | Effect.FINISHED | Effect.NOTE_FAILED
@@ -152,20 +153,49 @@ TABLE: dict[tuple[JobState, Kind], Row] = {
     (S.SUBMITTING, K.TRANSIENT): _LATER,
     (S.SUBMITTING, K.UNAUTHORIZED): _PAUSED,
     (S.SUBMITTING, K.QUOTA_EMPTY): _PAUSED,
+    # A lost answer: never resent blindly. The engine looks the attempt up by its business id
+    # (rows below), or, for an attempt without one, writes the ambiguous note.
     (S.SUBMITTING, K.LOST_ANSWER): Row(
         S.AMBIGUOUS,
         "answer lost: {message}",
-        Effect.SET_ERROR | Effect.NOTE_AMBIGUOUS,
+        Effect.SET_ERROR,
         error="{message}",
-        say="submission answer lost; not resending (it may have been paid)",
+        say="submission answer lost; not resending (it may have been paid); looking it up",
         level="error",
     ),
     (S.SUBMITTING, K.INTERRUPTED): Row(
         S.AMBIGUOUS,
         "the answer to the submission was lost",
-        Effect.SET_ERROR | Effect.NOTE_AMBIGUOUS,
-        say="submission answer lost; not resending (it may have been paid)",
+        Effect.SET_ERROR,
+        say="submission answer lost; not resending (it may have been paid); looking it up",
         level="error",
+    ),
+    (S.AMBIGUOUS, K.LOOKUP_FOUND): Row(
+        S.RUNNING,
+        "found by its business id: task {task_id}; nothing more paid",
+        Effect.RECORD_TASK | Effect.CLEAR_ERROR,
+        say="lost answer settled: the task exists; polling it",
+    ),
+    (S.AMBIGUOUS, K.LOOKUP_MISSED): Row(
+        S.AMBIGUOUS, say="not found by its business id yet; looking again"
+    ),
+    (S.AMBIGUOUS, K.NOT_CREATED): Row(
+        S.PENDING,
+        "not created ({message}, and this API finds tasks by business id): sending it "
+        "again with a new business id",
+        Effect.CLEAR_ERROR,
+        say="lost answer settled: the task was never created; sending it again",
+        level="warning",
+    ),
+    (S.AMBIGUOUS, K.LOOKUP_UNPROVEN): Row(
+        S.AMBIGUOUS,
+        effects=Effect.NOTE_AMBIGUOUS,
+        say="not found by its business id, and this API has not shown that it finds tasks "
+        "that way; left ambiguous (promptdrop retry decides)",
+        level="error",
+    ),
+    (S.AMBIGUOUS, K.LOOKUP_FAILED): Row(
+        S.AMBIGUOUS, say="could not look the lost answer up; asking again", level="warning"
     ),
     # Polling the task.
     (S.RUNNING, K.TASK_RUNNING): Row(S.RUNNING, effects=Effect.UPDATE_RUNNING),

@@ -31,6 +31,7 @@ _JOB_FIELDS = frozenset(
         "intent_at",
         "submitted_at",
         "finished_at",
+        "business_id",
     }
 )
 
@@ -260,6 +261,24 @@ class JobsMixin(SourcesMixin, CountsMixin):
             "UPDATE jobs SET task_json = ?, updated_at = ? WHERE id = ? AND state = ?",
             [task_json, self._clock(), job_id, str(JobState.RUNNING)],
         )
+
+    def record_proof(self, base_url: str, task_id: str, business_id: str) -> None:
+        """Record that the API at `base_url` found the task `task_id` by its business id."""
+        self._run(
+            "INSERT INTO api_proofs (base_url, task_id, business_id, proven_at) VALUES (?,?,?,?)"
+            " ON CONFLICT (base_url) DO UPDATE SET task_id = excluded.task_id,"
+            " business_id = excluded.business_id, proven_at = excluded.proven_at",
+            [base_url, task_id, business_id, self._clock()],
+        )
+
+    def revoke_proof(self, base_url: str) -> None:
+        """Forget the proof for `base_url`: a task we made was not found by its business id."""
+        self._run("DELETE FROM api_proofs WHERE base_url = ?", [base_url])
+
+    def proven_at(self, base_url: str) -> float | None:
+        """When lookups by business id were last proven to work at `base_url` (None: never)."""
+        rows = self._rows("SELECT proven_at FROM api_proofs WHERE base_url = ?", [base_url])
+        return rows[0]["proven_at"] if rows else None
 
     def note_event(self, job_id: int, detail: str) -> None:
         """Append a line to a job's history without changing its state."""

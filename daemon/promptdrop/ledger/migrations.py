@@ -104,9 +104,27 @@ def _m002_leases(db: Database) -> None:
     db.table("leases").create_index(["host"])
 
 
+def _m003_hosts(db: Database) -> None:
+    # PostgreSQL only (which folder each rule is on each host); recorded here too, so both
+    # backends keep one migration history.
+    del db
+
+
+def _m004_business_ids(db: Database) -> None:
+    # The client_business_id each submission attempt carries (recorded with the intent), and
+    # per API address the proof that lookups by it work: a task we created, found by its id.
+    db.table("jobs").add_column("business_id", str)
+    db.table("api_proofs").create(
+        {"base_url": str, "task_id": str, "business_id": str, "proven_at": float},
+        pk="base_url",
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_leases", _m002_leases),
+    ("003_hosts", _m003_hosts),
+    ("004_business_ids", _m004_business_ids),
 ]
 
 

@@ -105,10 +105,22 @@ _M003 = [
     )""",
 ]
 
+# As SQLite's 003_business_ids: each attempt's client_business_id, and the lookup proofs.
+_M004 = [
+    "ALTER TABLE jobs ADD COLUMN business_id TEXT",
+    """CREATE TABLE api_proofs (
+        base_url TEXT PRIMARY KEY,
+        task_id TEXT,
+        business_id TEXT,
+        proven_at DOUBLE PRECISION
+    )""",
+]
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("001_initial", _M001),
     ("002_leases", _M002),
     ("003_hosts", _M003),
+    ("004_business_ids", _M004),
 ]
 
 # Any constant works; it only has to be the same for every promptdrop host.

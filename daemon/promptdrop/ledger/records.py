@@ -31,6 +31,9 @@ class Job:
     error: str | None
     created_at: float
     updated_at: float
+    # The client_business_id of the latest submission attempt (None: sent before promptdrop
+    # gave submissions one, or never sent).
+    business_id: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
@@ -51,6 +54,7 @@ class Job:
             error=row["error"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
+            business_id=row.get("business_id"),
         )
 
 

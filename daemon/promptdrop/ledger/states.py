@@ -38,7 +38,8 @@ ALLOWED: dict[JobState, frozenset[JobState]] = {
     # A deliberate `promptdrop retry` (or rules that opt in for ambiguous jobs).
     S.DONE: frozenset({S.PENDING}),
     S.FAILED: frozenset({S.PENDING}),
-    S.AMBIGUOUS: frozenset({S.PENDING}),
+    # RUNNING: a lost answer settled, the task found by the business id it was sent with.
+    S.AMBIGUOUS: frozenset({S.PENDING, S.RUNNING}),
 }
 
 FINAL = frozenset({S.DONE, S.FAILED, S.AMBIGUOUS})
