@@ -24,6 +24,7 @@ from promptdrop.api import Ambiguous, Downloaded, RetryPolicy, ToApisClient
 from promptdrop.api.ratelimit import RateLimits
 from promptdrop.emulator import Emulator, Faults
 from promptdrop.jobs.engine import EngineOptions
+from promptdrop.jobs.lookups import LookupPolicy
 from promptdrop.ledger import LEDGER_NAME, JobState, Ledger
 from promptdrop.outputs import note_path
 from promptdrop.service.runner import WatchOptions, run
@@ -36,6 +37,9 @@ FAST = EngineOptions(
     pause_first=0.3,
     pause_cap=0.6,
     drain_timeout=2.0,
+    # A lost answer's "not found" confirmed over 3 s, not a minute; a new task looked up by its
+    # business id 1.5 s after it was made (past the delayed mode's 1 s).
+    lookups=LookupPolicy(spread=3.0, proof_delay=1.5),
 )
 
 
@@ -120,13 +124,32 @@ MIXED = Faults(
 )
 
 
-@pytest.mark.parametrize(("retry_after_format", "seed"), [("seconds", 7), ("date", 11)])
+@pytest.mark.parametrize(
+    ("retry_after_format", "seed", "business_ids"),
+    [
+        ("seconds", 7, "honoured"),
+        ("date", 11, "honoured"),
+        ("seconds", 7, "ignored"),
+        ("date", 11, "ignored"),
+        ("seconds", 7, "delayed"),
+    ],
+)
 def test_a_mixed_fault_matrix_ends_every_job_with_a_reason_and_pays_each_prompt_once(
-    tmp_path: Path, emulator_factory: Callable[..., Emulator], retry_after_format: str, seed: int
+    tmp_path: Path,
+    emulator_factory: Callable[..., Emulator],
+    retry_after_format: str,
+    seed: int,
+    business_ids: str,
 ) -> None:
     # Slow answers outlast the request timeout (the rules file's `[api] timeout`, cut to 1 s
     # here so that each one costs a second, not half a minute).
-    faults = dataclasses.replace(MIXED, slow_seconds=1.5, retry_after_format=retry_after_format)
+    faults = dataclasses.replace(
+        MIXED,
+        slow_seconds=1.5,
+        retry_after_format=retry_after_format,
+        business_ids=business_ids,
+        business_id_delay=1.0,
+    )
     emu = emulator_factory(latency=0.05, jitter=0.0, rate_limits=None, seed=seed, faults=faults)
     folder, state = tmp_path / "drop", tmp_path / "state"
     sources = _drop(folder, 30, "matrix")
@@ -150,11 +173,14 @@ def test_a_mixed_fault_matrix_ends_every_job_with_a_reason_and_pays_each_prompt_
             assert note_path(source).read_text(encoding="utf-8").strip()
             assert _image(source) is None
     assert code == (0 if set(states.values()) == {JobState.DONE} else 1)
+    if business_ids != "ignored":
+        # Every lost answer was settled by looking its business id up.
+        assert JobState.AMBIGUOUS not in states.values()
     injected = stats["faults_injected"]
     assert sum(injected.values()) > 0
     states_count = Counter(str(s) for s in states.values())
     record(
-        "fault_matrix",
+        f"fault_matrix_{business_ids}",
         {
             "runs": 1,
             "prompt_files": len(sources),
@@ -168,7 +194,7 @@ def test_a_mixed_fault_matrix_ends_every_job_with_a_reason_and_pays_each_prompt_
         },
     )
     print(
-        f"\nfault matrix ({retry_after_format}, seed {seed}): {elapsed:.1f} s, "
+        f"\nfault matrix ({business_ids}, {retry_after_format}, seed {seed}): {elapsed:.1f} s, "
         f"{stats['submit_requests']} submit requests, {len(stats['submissions'])} created, "
         f"{stats['polls']} polls, {stats['downloads']} downloads; "
         f"jobs {dict(Counter(str(s) for s in states.values()))}; "

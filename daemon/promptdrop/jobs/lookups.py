@@ -4,12 +4,12 @@ Every submission attempt carries a fresh business id, recorded with the intent b
 POST leaves. When its answer is lost, the task is looked up by that id:
 
 - found: the task exists; the job adopts it and polls it (nothing more is paid);
-- not found, at an API proven to find tasks by business id (a task promptdrop created and then
-  found by its id, recorded per API address and proven again after `proof_ttl`): looked up
-  `misses` times spread over at least `spread` seconds, then it was not created and the job is
-  sent again with a new id;
-- not found at an API not proven so (one that ignores the field): the job stays ambiguous,
-  with its note, exactly as before business ids (a person decides with `promptdrop retry`).
+- not found: looked up again, `misses` times spread over at least `spread` seconds (an API may
+  show a new task late); still not found at an API proven to find tasks by business id (a task
+  promptdrop created and then found by its id, recorded per API address and proven again after
+  `proof_ttl`), it was not created and the job is sent again with a new id;
+- still not found at an API not proven so (one that ignores the field): the job stays
+  ambiguous, with its note, as before business ids (a person decides with `promptdrop retry`).
 
 The docs state no uniqueness rule for business ids, so a found task counts only when it echoes
 our id (or echoes none), and promptdrop's ids are random per attempt.
@@ -97,11 +97,9 @@ def after_lookup(
     """
     if found:
         return Settled.FOUND
-    if not proven:
-        return Settled.UNPROVEN
     first = now if first_miss_at is None else first_miss_at
     if misses_before + 1 >= policy.misses and now - first >= policy.spread:
-        return Settled.NOT_CREATED
+        return Settled.NOT_CREATED if proven else Settled.UNPROVEN
     return Settled.LOOK_AGAIN
 
 
