@@ -82,6 +82,10 @@ class Ledger:
         by_hash = {h: s for h, _i, s in self.jobs()}
         return {p: by_hash[h] for p, h in self.sources().items() if h in by_hash}
 
+    def events(self) -> list[str | None]:
+        """The detail of every job event, oldest first."""
+        return [d for (d,) in self._query("SELECT detail FROM job_events ORDER BY id")]
+
     def integrity(self) -> str:
         rows = self._query("PRAGMA integrity_check")
         return ";".join(str(r[0]) for r in rows)
@@ -361,3 +365,36 @@ def test_a_kill_at_each_crash_point_recovers_to_the_safe_outcome(
             assert entry.name.startswith(TEMP_PREFIX), entry.name
         elif entry.name.endswith(IMAGE_SUFFIXES):
             assert entry == image, f"unexpected image {entry.name}"
+
+
+def test_a_post_killed_before_it_left_is_sent_again_once_lookups_are_proven(rig: Rig) -> None:
+    """A ledger that has seen this API find a task by its business id: a submission killed
+    after its intent but before it left is looked up, not found 3 times over the spread, and
+    sent again with a new id; it is paid once."""
+    rig.use("honoured")
+    first = rig.drop("first.prompt.toml", "a lighthouse proves the lookups")
+    prover = rig.start().wait_watching()
+    wait_for(lambda: image_for(first), "the first image", daemon=prover)
+    # The daemon looks its new task up by business id 1.5 s after making it: the proof.
+    wait_for(
+        lambda: rig.ledger._query("SELECT base_url FROM api_proofs"),
+        "the proof that lookups work",
+        daemon=prover,
+    )
+    assert prover.terminate(15) == 0, prover.log()
+
+    second = rig.drop("second.prompt.toml", "a lighthouse whose post never left")
+    doomed = rig.start(crash_at="after_intent")
+    doomed.proc.wait(30)
+    assert doomed.proc.returncode == -signal.SIGKILL, doomed.log()
+    assert rig.submissions()["a lighthouse whose post never left"] == 0
+
+    again = rig.start().wait_watching()
+    wait_for(lambda: image_for(second), "the image sent again", timeout=40, daemon=again)
+    assert again.terminate(15) == 0, again.log()
+    assert rig.submissions() == Counter(
+        {"a lighthouse proves the lookups": 1, "a lighthouse whose post never left": 1}
+    )
+    assert not note_for(second).exists()
+    details = rig.ledger.events()
+    assert any("not found by its business id 3 times" in (d or "") for d in details), details
