@@ -351,7 +351,7 @@ def test_a_kill_at_each_crash_point_recovers_to_the_safe_outcome(
     assert rig.ledger.state_by_source() == {str(source): state}
     assert rig.ledger.integrity() == "ok"
     assert rig.submissions() == (Counter({prompt: paid}) if paid else Counter())
-    record("crash_points", {"kills": 1, point: f"{state}, paid {paid}"})
+    record(f"crash_points_{business_ids}", {"kills": 1, point: f"{state}, paid {paid}"})
     image = image_for(source)
     if image_expected:
         assert image is not None and decodes(image)
