@@ -403,7 +403,7 @@ def test_a_submit_whose_answer_is_lost_is_ambiguous_and_never_resent(
     stats = emu.stats()
     assert stats["submit_requests"] == 1 and len(stats["submissions"]) == 1
     assert events.named("retry") == []
-    assert "promptdrop retry" in str(caught.value)
+    assert "looks the request up by its business id" in str(caught.value)
 
 
 def test_a_submit_that_cannot_connect_is_retried_then_transient_not_ambiguous() -> None:

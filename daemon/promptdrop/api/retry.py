@@ -108,8 +108,8 @@ def ambiguous_text(reason: str) -> str:
     """What to tell people when a submit's answer was lost."""
     return (
         f"The image request was sent but its answer was lost ({reason}), so an image "
-        "may or may not have been started and paid for. promptdrop does not send it "
-        "again on its own; use `promptdrop retry` to try again."
+        "may or may not have been started and paid for. promptdrop never sends it again "
+        "blindly: it looks the request up by its business id first."
     )
 
 

@@ -94,7 +94,7 @@ class Recovery:
         return (
             f"{self.running} running task(s) to resume, {self.downloads_restarted} download(s) "
             f"to redo, {self.uploads_restarted} upload(s) to redo, {self.ambiguous} submission(s) "
-            "whose answer was lost (marked ambiguous, not resent)"
+            "whose answer was lost (marked ambiguous, to be looked up, never resent blindly)"
         )
 
 
