@@ -33,6 +33,9 @@ class EmulatorServer(ThreadingHTTPServer):
     """A threading HTTP server that knows the shared state and its open connections."""
 
     daemon_threads = True
+    # socketserver's default backlog of 5 drops the SYNs of a burst of new connections, which
+    # then wait a second for the kernel's retry: a real API does not make a client wait so.
+    request_queue_size = 128
 
     def __init__(
         self,
