@@ -22,6 +22,7 @@ import structlog
 from promptdrop import __version__, imaging
 from promptdrop.api.errors import Ambiguous, ApiError, ResultUnavailable
 from promptdrop.api.protocol import (
+    Balance,
     Downloaded,
     TaskState,
     Uploaded,
@@ -29,6 +30,7 @@ from promptdrop.api.protocol import (
     interpret_answer,
     interpret_download,
     is_known_status,
+    parse_balance,
     parse_task,
     parse_upload,
     unknown_task,
@@ -215,9 +217,16 @@ class ToApisClient:
             raise ResultUnavailable(f"The result address is not a web address: {url!r}.")
         return await self._retrying("download", None, True, lambda: self._download_once(parsed))
 
-    async def balance(self) -> dict[str, Any]:
-        """The account balance answer, as the API gives it."""
-        return await self._call("balance", "GET", "/v1/balance", bucket="query", idempotent=True)
+    async def balance(self) -> Balance:
+        """The key's balance (`GET /v1/balance`, in neither async rate bucket).
+
+        BalanceUnavailable when the API answers `success: false` (HTTP 200, with its reason);
+        AccountBlocked for a refused key, as for any request."""
+        body = await self._call("balance", "GET", "/v1/balance", bucket=None, idempotent=True)
+        balance = parse_balance(body, self._key.scrub)
+        if isinstance(balance, ApiError):
+            raise balance
+        return balance
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -267,7 +276,7 @@ class ToApisClient:
         method: str,
         path: str,
         *,
-        bucket: str,
+        bucket: str | None,
         idempotent: bool,
         json_body: Any = None,
         files: Any = None,

@@ -21,6 +21,7 @@ import httpx
 from promptdrop.api.errors import (
     AccountBlocked,
     ApiError,
+    BalanceUnavailable,
     RequestRejected,
     ResultUnavailable,
     TaskNotFound,
@@ -64,6 +65,32 @@ class Uploaded:
 class Downloaded:
     data: bytes
     format: str
+
+
+@dataclass(frozen=True)
+class Balance:
+    """The account's balance as `GET /v1/balance` reports it (toapis-models.md §4).
+
+    Credits are the stable unit (1 USD = `credits_per_usd` credits, 200 today); the unit of
+    `remain_balance` / `used_balance` depends on the server (USD, CNY or tokens), and
+    `remain_balance` is -1 when `unlimited`. A field the answer lacked is None.
+    """
+
+    remain_credits: float | None
+    used_credits: float | None
+    remain_balance: float | None
+    used_balance: float | None
+    credits_per_usd: float | None
+    unlimited: bool
+    raw: dict[str, Any]
+
+    @property
+    def empty(self) -> bool:
+        """Nothing left to spend: no credits (or, without credit fields, no balance)."""
+        if self.unlimited:
+            return False
+        left = self.remain_credits if self.remain_credits is not None else self.remain_balance
+        return left is not None and left <= 0
 
 
 # --- reading bodies -----------------------------------------------------------------------
@@ -224,6 +251,55 @@ def parse_upload(body: Mapping[str, Any], scrub: Scrub = _unchanged) -> Uploaded
     if not isinstance(url, str) or not url:
         return ApiError("The image service accepted the upload but gave no address for it.")
     return Uploaded(id=str(info.get("id") or ""), url=url, raw=dict(body))
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def parse_balance(body: Mapping[str, Any], scrub: Scrub = _unchanged) -> Balance | ApiError:
+    """The balance answer read into a Balance; `success: false` (an HTTP 200 in the docs)
+    becomes BalanceUnavailable with the API's message, an answer with no figures an ApiError."""
+    if body.get("success") is False:
+        message, code = error_info(body)
+        text = scrub(message or "no reason given")
+        return BalanceUnavailable(
+            f"The image service could not report the balance: {text}.", text, 200, code
+        )
+    fields = {
+        name: _number(body.get(name))
+        for name in (
+            "remain_credits",
+            "used_credits",
+            "remain_balance",
+            "used_balance",
+            "credits_per_usd",
+        )
+    }
+    unlimited = body.get("unlimited_quota") is True
+    if not unlimited and fields["remain_credits"] is None and fields["remain_balance"] is None:
+        return ApiError(
+            "The image service answered the balance request without a balance "
+            "(no remain_credits or remain_balance)."
+        )
+    return Balance(
+        remain_credits=fields["remain_credits"],
+        used_credits=fields["used_credits"],
+        remain_balance=fields["remain_balance"],
+        used_balance=fields["used_balance"],
+        credits_per_usd=fields["credits_per_usd"],
+        unlimited=unlimited,
+        raw=dict(body),
+    )
 
 
 # --- answers into outcomes ----------------------------------------------------------------
