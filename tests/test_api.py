@@ -40,6 +40,7 @@ from promptdrop.api import (
     parse_task,
 )
 from promptdrop.emulator import Emulator, EmulatorConfig, Faults
+from promptdrop.jobs.outcomes import Kind, interpret_poll_error
 
 CANARY = "sk-canary-7f3a9c1e5b"
 FAST = RetryPolicy(attempts=4, base=0.01, cap=0.04, retry_after_cap=0.05)
@@ -525,6 +526,31 @@ def test_an_exhausted_quota_blocks_the_account_and_creates_nothing(
         asyncio.run(run())
     assert caught.value.reason == "quota" and caught.value.status == 402
     assert emu.stats()["submissions"] == [] and emu.stats()["submit_requests"] == 1
+
+
+@pytest.mark.parametrize(("mode", "status"), [("not_found_error", 404), ("task_not_exist", 400)])
+def test_an_unknown_task_in_the_documented_404_or_the_gateways_400_is_a_task_gone(
+    make_emulator: Factory, mode: str, status: int
+) -> None:
+    """Over the socket, the task page's 404 (integer code, not_found_error) or the gateway's
+    400 task_not_exist, every time: each poll is TaskNotFound, the engine's "task gone"."""
+    emu = make_emulator(faults=Faults(unknown_task_answer=mode))
+
+    async def run() -> list[ApiError]:
+        errors: list[ApiError] = []
+        async with client_for(emu) as client:
+            for _ in range(2):
+                try:
+                    await client.get_task("task_img_does_not_exist")
+                except ApiError as exc:
+                    errors.append(exc)
+        return errors
+
+    errors = asyncio.run(run())
+    assert [type(e) for e in errors] == [TaskNotFound, TaskNotFound]
+    assert [e.status for e in errors] == [status, status]
+    assert interpret_poll_error(errors[0], gone_before=0).kind is Kind.TASK_GONE
+    assert emu.stats()["polls"] == 2  # not found is final: never retried
 
 
 def test_an_unknown_task_is_not_found_in_every_documented_shape(make_emulator: Factory) -> None:

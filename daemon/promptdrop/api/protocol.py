@@ -126,11 +126,25 @@ def error_info(body: Any) -> tuple[str | None, int | str | None]:
     return text, code
 
 
+# The words an answer uses for "no such task": the task page's 404 ("Task not found", type
+# not_found_error, CN 任务不存在), the error table's task_not_found and the gateway's
+# task_not_exist (toapis-models.md §6).
+_UNKNOWN_TASK_CODES = frozenset({"task_not_found", "task_not_exist"})
+_UNKNOWN_TASK_TYPES = frozenset({"not_found_error", "task_not_found"})
+_UNKNOWN_TASK_WORDS = ("not_exist", "not found", "任务不存在")
+
+
 def says_task_unknown(body: Any) -> bool:
     """Whether an error body says the task does not exist, in any of its documented words."""
     message, code = error_info(body)
     text = (message or "").lower()
-    return "not_exist" in text or "not found" in text or code == "task_not_found"
+    err = body.get("error") if isinstance(body, Mapping) else None
+    kind = err.get("type") if isinstance(err, Mapping) else None
+    return (
+        any(word in text for word in _UNKNOWN_TASK_WORDS)
+        or (isinstance(code, str) and code.lower() in _UNKNOWN_TASK_CODES)
+        or (isinstance(kind, str) and kind.lower() in _UNKNOWN_TASK_TYPES)
+    )
 
 
 def _first_url(data: Any) -> Any:
