@@ -145,12 +145,13 @@ class ToApisClient:
 
     async def upload_image(self, data: bytes, *, filename: str, mime_type: str) -> Uploaded:
         """Upload a reference image; return its id and public URL. Retried on any transient
-        fault (uploads are free); RequestRejected when the API refuses the file."""
+        fault (uploads are free); RequestRejected when the API refuses the file. Uploads are
+        in neither async rate bucket."""
         body = await self._call(
             "upload",
             "POST",
             "/v1/uploads/images",
-            bucket="submit",
+            bucket=None,
             idempotent=True,
             files={"file": (filename, data, mime_type)},
             data={"purpose": "generation"},
@@ -311,6 +312,9 @@ class ToApisClient:
                 if isinstance(step, Ambiguous):
                     log.info("api.ambiguous", endpoint=endpoint, reason=outcome.reason)
                 raise step
+            if outcome.slows is not None:
+                # The other requests of that kind wait as long as this one does.
+                self._limits.hold(outcome.slows, step)
             attempt += 1
             log.info(
                 "api.retry",
@@ -341,6 +345,7 @@ class ToApisClient:
             response.status_code,
             response.content,
             retry_after=response.headers.get("Retry-After"),
+            category=response.headers.get("X-RateLimit-Category"),
             scrub=self._key.scrub,
         )
         if isinstance(answer, ApiError):

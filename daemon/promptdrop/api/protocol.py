@@ -26,6 +26,7 @@ from promptdrop.api.errors import (
     ResultUnavailable,
     TaskNotFound,
 )
+from promptdrop.api.ratelimit import slowed_bucket
 from promptdrop.api.retry import Failed, Fault, classify_fault
 
 RUNNING_STATUSES = frozenset({"queued", "submitted", "pending", "in_progress", ""})
@@ -325,10 +326,12 @@ def interpret_answer(
     content: bytes,
     *,
     retry_after: str | None = None,
+    category: str | None = None,
     now: float | None = None,
     scrub: Scrub = _unchanged,
 ) -> Answer:
-    """What one HTTP answer of the API means. endpoint: upload, submit, task or balance."""
+    """What one HTTP answer of the API means. endpoint: upload, submit, task or balance;
+    category: the answer's X-RateLimit-Category header (which bucket a 429 is about)."""
     body, is_json = read_json(content)
     message, code = error_info(body)
     detail = scrub(f"HTTP {status}: {message}" if message else f"HTTP {status}")
@@ -338,12 +341,14 @@ def interpret_answer(
         return Failed(Fault.LOST, "the answer was not valid JSON", status)
     if status == 429:
         wait = parse_retry_after(retry_after, now)
-        return Failed(Fault.REFUSED, "rate limited (HTTP 429)", status, code, wait)
+        slows = slowed_bucket(endpoint, status, code, category)
+        return Failed(Fault.REFUSED, "rate limited (HTTP 429)", status, code, wait, slows=slows)
     if status >= 500 or status == 408:
         kind = detail if is_json else "a gateway page"
         json_error = isinstance(body, dict) and ("error" in body or "message" in body)
         fault = classify_fault(status=status, json_error=json_error)
-        return Failed(fault, f"HTTP {status}, {kind}", status, code)
+        slows = slowed_bucket(endpoint, status, code, category) if json_error else None
+        return Failed(fault, f"HTTP {status}, {kind}", status, code, slows=slows)
     if endpoint == "task" and (status == 404 or (status == 400 and says_task_unknown(body))):
         return TaskNotFound(f"The image service does not know this task ({detail}).", status, code)
     return refusal(endpoint, status, message or detail, detail, code, scrub)
