@@ -23,6 +23,8 @@ from promptdrop.api import (
     AccountBlocked,
     Ambiguous,
     ApiError,
+    Balance,
+    BalanceUnavailable,
     Fault,
     RateLimited,
     RateLimits,
@@ -40,6 +42,7 @@ from promptdrop.api import (
     parse_task,
 )
 from promptdrop.emulator import Emulator, EmulatorConfig, Faults
+from promptdrop.jobs.outcomes import Kind, interpret_poll_error
 
 CANARY = "sk-canary-7f3a9c1e5b"
 FAST = RetryPolicy(attempts=4, base=0.01, cap=0.04, retry_after_cap=0.05)
@@ -470,6 +473,99 @@ def test_still_rate_limited_after_the_attempts_raises_rate_limited(make_emulator
     assert emu.stats()["submissions"] == []
 
 
+# --- the balance --------------------------------------------------------------------------
+
+
+def test_the_balance_is_read_into_credits(make_emulator: Factory) -> None:
+    emu = make_emulator()
+
+    async def run() -> tuple[Balance, Balance]:
+        async with client_for(emu) as client:
+            before = await client.balance()
+            await client.submit(model=MODEL, prompt="paid", size="1:1")
+            return before, await client.balance()
+
+    before, after = asyncio.run(run())
+    assert (before.remain_credits, before.used_credits, before.credits_per_usd) == (20000, 0, 200)
+    assert (after.remain_credits, after.used_credits) == (19992, 8)
+    assert after.remain_balance == 99.96 and not after.unlimited and not after.empty
+
+
+@pytest.mark.parametrize(
+    ("faults", "unlimited", "empty", "remain_balance"),
+    [
+        (Faults(unlimited_quota=True), True, False, -1.0),
+        (Faults(quota_exhausted=True), False, True, 0.0),
+    ],
+)
+def test_an_unlimited_or_an_empty_quota_is_told_apart(
+    make_emulator: Factory, faults: Faults, unlimited: bool, empty: bool, remain_balance: float
+) -> None:
+    emu = make_emulator(faults=faults)
+
+    async def run() -> Balance:
+        async with client_for(emu) as client:
+            return await client.balance()
+
+    balance = asyncio.run(run())
+    assert (balance.unlimited, balance.empty, balance.remain_balance) == (
+        unlimited,
+        empty,
+        remain_balance,
+    )
+
+
+def test_a_balance_answered_success_false_raises_with_the_apis_reason(
+    make_emulator: Factory,
+) -> None:
+    emu = make_emulator(faults=Faults(balance_fails=True))
+
+    async def run() -> None:
+        async with client_for(emu) as client:
+            await client.balance()
+
+    with pytest.raises(BalanceUnavailable, match="record not found") as caught:
+        asyncio.run(run())
+    assert caught.value.status == 200
+
+
+# --- the submit limiter down ---------------------------------------------------------------
+
+
+def test_while_the_submit_limiter_is_down_submits_create_nothing_and_running_tasks_finish(
+    make_emulator: Factory,
+) -> None:
+    emu = make_emulator(latency=0.4)
+    events = Events()
+
+    async def run() -> tuple[list[TaskState], ApiError]:
+        async with client_for(emu, on_event=events) as client:
+            running = [
+                await client.submit(model=MODEL, prompt=f"running {i}", size="1:1")
+                for i in range(2)
+            ]
+            emu.set_faults(Faults(submit_limiter_down=True))
+            refused = asyncio.create_task(client.submit(model=MODEL, prompt="later", size="1:1"))
+            done = await asyncio.gather(*(finish(client, t) for t in running))
+            for task in done:
+                await client.download(task.url or "")
+            with pytest.raises(TransientError) as caught:
+                await refused
+            return list(done), caught.value
+
+    done, error = asyncio.run(run())
+    assert [t.status for t in done] == ["completed", "completed"]
+    assert "submit limiter is temporarily unavailable" in error.message
+    assert "nothing was created" in error.message
+    stats = emu.stats()
+    assert len(stats["submissions"]) == 2  # the refused one created nothing
+    assert stats["submit_requests"] == 2 + FAST.attempts
+    assert stats["faults_injected"] == {"submit_limiter_down": FAST.attempts}
+    assert stats["downloads"] == 2
+    # Each refusal held the submit bucket only; polls never waited.
+    assert all(w["bucket"] == "submit" for w in events.named("rate_wait"))
+
+
 # --- final errors -------------------------------------------------------------------------
 
 
@@ -525,6 +621,31 @@ def test_an_exhausted_quota_blocks_the_account_and_creates_nothing(
         asyncio.run(run())
     assert caught.value.reason == "quota" and caught.value.status == 402
     assert emu.stats()["submissions"] == [] and emu.stats()["submit_requests"] == 1
+
+
+@pytest.mark.parametrize(("mode", "status"), [("not_found_error", 404), ("task_not_exist", 400)])
+def test_an_unknown_task_in_the_documented_404_or_the_gateways_400_is_a_task_gone(
+    make_emulator: Factory, mode: str, status: int
+) -> None:
+    """Over the socket, the task page's 404 (integer code, not_found_error) or the gateway's
+    400 task_not_exist, every time: each poll is TaskNotFound, the engine's "task gone"."""
+    emu = make_emulator(faults=Faults(unknown_task_answer=mode))
+
+    async def run() -> list[ApiError]:
+        errors: list[ApiError] = []
+        async with client_for(emu) as client:
+            for _ in range(2):
+                try:
+                    await client.get_task("task_img_does_not_exist")
+                except ApiError as exc:
+                    errors.append(exc)
+        return errors
+
+    errors = asyncio.run(run())
+    assert [type(e) for e in errors] == [TaskNotFound, TaskNotFound]
+    assert [e.status for e in errors] == [status, status]
+    assert interpret_poll_error(errors[0], gone_before=0).kind is Kind.TASK_GONE
+    assert emu.stats()["polls"] == 2  # not found is final: never retried
 
 
 def test_an_unknown_task_is_not_found_in_every_documented_shape(make_emulator: Factory) -> None:
@@ -671,7 +792,7 @@ def test_without_client_side_limits_the_server_refuses_a_burst(make_emulator: Fa
     assert len(emu.stats()["submissions"]) == 5
 
 
-def test_the_query_bucket_limits_polls_and_balance() -> None:
+def test_the_query_bucket_limits_polls() -> None:
     limits = RateLimits(
         submit_per_s=5, submit_burst_10s=50, query_per_s=4, query_burst_10s=40, slack_s=0.0
     )
@@ -680,13 +801,84 @@ def test_the_query_bucket_limits_polls_and_balance() -> None:
 
         async def run() -> float:
             async with client_for(emulator, rate_limits=limits) as client:
+                task = await client.submit(model=MODEL, prompt="polled", size="1:1")
                 started = time.monotonic()
-                await asyncio.gather(*(client.balance() for _ in range(6)))
+                await asyncio.gather(*(client.get_task(task.id) for _ in range(6)))
                 return time.monotonic() - started
 
         assert asyncio.run(run()) >= 0.95
     finally:
         emulator.stop()
+
+
+def test_uploads_and_the_balance_are_not_counted_in_the_async_buckets(
+    make_emulator: Factory,
+) -> None:
+    """The docs put only task submits and queries in the buckets: one a second each here,
+    yet four uploads and four balances go at once."""
+    emu = make_emulator(rate_limits=None)
+    one_a_second = RateLimits(
+        submit_per_s=1, submit_burst_10s=10, query_per_s=1, query_burst_10s=10, slack_s=0.0
+    )
+    events = Events()
+
+    async def run() -> float:
+        async with client_for(emu, rate_limits=one_a_second, on_event=events) as client:
+            started = time.monotonic()
+            await asyncio.gather(
+                *(client.balance() for _ in range(4)),
+                *(
+                    client.upload_image(image_bytes(), filename="a.png", mime_type="image/png")
+                    for _ in range(4)
+                ),
+            )
+            return time.monotonic() - started
+
+    assert asyncio.run(run()) < 0.5
+    assert events.named("rate_wait") == []
+
+
+async def _timed(work: Any) -> float:
+    started = time.monotonic()
+    await work
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("refused", ["submit", "poll"])
+def test_a_429_holds_the_bucket_its_category_names_and_not_the_other(
+    make_emulator: Factory, refused: str
+) -> None:
+    """A submit 429 (async_submit) makes the next submit wait out its Retry-After while a poll
+    goes at once; a poll 429 (async_query) the other way round."""
+    emu = make_emulator(rate_limits=None, latency=5.0)
+    limits = RateLimits(
+        submit_per_s=50, submit_burst_10s=500, query_per_s=50, query_burst_10s=500, slack_s=0.0
+    )
+    policy = RetryPolicy(attempts=3, base=0.01, cap=0.04, retry_after_cap=0.8)
+    events = Events(heal=emu)  # the fault is cleared at the first retry: one 429 in all
+
+    async def run() -> tuple[float, float]:
+        async with client_for(emu, rate_limits=limits, retry=policy, on_event=events) as client:
+            task = await client.submit(model=MODEL, prompt="running", size="1:1")
+            endpoints = ("submit",) if refused == "submit" else ("poll",)
+            emu.set_faults(Faults(rate_429=1.0, endpoints=endpoints))
+            if refused == "submit":
+                first = asyncio.create_task(client.submit(model=MODEL, prompt="a", size="1:1"))
+            else:
+                first = asyncio.create_task(client.get_task(task.id))
+            while not events.named("retry"):
+                await asyncio.sleep(0.01)
+            submit_took = await _timed(client.submit(model=MODEL, prompt="b", size="1:1"))
+            poll_took = await _timed(client.get_task(task.id))
+            await first
+            return submit_took, poll_took
+
+    submit_took, poll_took = asyncio.run(run())
+    held, free = (submit_took, poll_took) if refused == "submit" else (poll_took, submit_took)
+    assert held >= 0.5  # waited out most of the 0.8 s
+    assert free < 0.3
+    waits = events.named("rate_wait")
+    assert {w["bucket"] for w in waits} == {"submit" if refused == "submit" else "query"}
 
 
 def test_account_groups_have_the_documented_limits() -> None:

@@ -172,3 +172,31 @@ def test_the_cli_exit_codes_are_0_1_and_2(tmp_path: Path) -> None:
     missing = run(str(tmp_path / "nope"))
     assert missing.returncode == 2
     assert "no such file or folder" in missing.stdout + missing.stderr
+
+
+def _png_of(path: Path, size: int) -> Path:
+    """A real PNG padded after its end to exactly `size` bytes (sparse: fast to make)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 120, 200)).save(buffer, format="PNG")
+    with open(path, "wb") as f:
+        f.write(buffer.getvalue())
+        f.truncate(size)
+    return path
+
+
+@pytest.mark.parametrize(("size", "passes"), [(10_000_000, True), (10_000_001, False)])
+def test_a_reference_may_be_10_000_000_bytes_and_not_one_more(
+    tmp_path: Path, size: int, passes: bool
+) -> None:
+    """The API's "10MB" read strictly: what `check` passes, the server cannot refuse for size."""
+    _png_of(tmp_path / "ref.png", size)
+    prompt = write(tmp_path / "a.prompt.toml", 'prompt = "fox"\nreferences = ["ref.png"]\n')
+    rc, lines = check(tmp_path)
+    if passes:
+        assert (rc, lines) == (0, ["checked 1 file: all valid"])
+    else:
+        assert rc == 1
+        assert lines[0] == (
+            f"{prompt}:2:1: reference 'ref.png' is 10,000,001 bytes (10.0 MB); the API takes "
+            "images up to 10 MB (10,000,000 bytes). Make it smaller"
+        )

@@ -18,11 +18,12 @@ from promptdrop.api import AccountBlocked, ApiError, RateLimited, TransientError
 from promptdrop.commands.doctor import (
     INSTANCES_FIX,
     WATCHES_FIX,
+    credits_text,
     inotify_check,
     refused,
     unreachable,
 )
-from promptdrop.emulator import Emulator
+from promptdrop.emulator import Emulator, Faults
 from promptdrop.service.config import ConfigError, key_source, resolve_api_key
 
 SECRET = "sk-doctor-canary-0123456789abcdef"
@@ -130,6 +131,7 @@ def test_a_healthy_setup_passes_every_check(emulator: Emulator, tmp_path: Path) 
     assert done.returncode == 0, out + done.stderr
     assert out.splitlines()[0].split() == ["CHECK", "RESULT", "FIX"]
     assert "accepted" in _row(out, "API key") and "TOAPIS_API_KEY" in _row(out, "API key")
+    assert "20,000 credits left" in _row(out, "API key")
     assert "reachable" in _row(out, "API")
     assert "ok:" in _row(out, "folder r0") and "writable" in _row(out, "folder r0")
     assert "inotify" in _row(out, "folder r0")
@@ -281,3 +283,63 @@ def test_each_failed_balance_call_names_what_is_wrong_with_key_or_api(
     # Exactly one of the two rows is the problem to fix.
     assert key_row.problem != api_row.problem
     assert "promptdrop will" not in api_row.result
+
+
+def _doctor_on(emulator: Emulator, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    return _doctor(
+        _env(emulator.base_url, CANARY), str(drop), "--state-dir", str(tmp_path / "state")
+    )
+
+
+def test_an_empty_account_is_a_problem_that_says_to_add_credit(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """Today's API answers the balance even when nothing is left: that is not ready."""
+    emulator.set_faults(Faults(quota_exhausted=True))
+    done = _doctor_on(emulator, tmp_path)
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    row = _row(out, "API key")
+    assert "PROBLEM: accepted, but the account is empty (0 credits left)" in row
+    assert "add credit to the ToAPIs account" in row
+    assert "reachable" in _row(out, "API") and "1 problem found" in out
+    assert "Everything looks ready" not in out
+
+
+def test_an_unlimited_quota_is_reported_as_unlimited(emulator: Emulator, tmp_path: Path) -> None:
+    emulator.set_faults(Faults(unlimited_quota=True))
+    done = _doctor_on(emulator, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    row = _row(done.stdout, "API key")
+    assert "accepted, unlimited quota" in row and "PROBLEM" not in row
+
+
+def test_a_balance_answered_success_false_fails_with_the_apis_reason(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    emulator.set_faults(Faults(balance_fails=True))
+    done = _doctor_on(emulator, tmp_path)
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    row = _row(out, "API key")
+    assert "PROBLEM: the API could not report this key's balance" in row
+    assert "Failed to get token info: record not found" in row
+    assert "still exists" in row
+    assert "reachable" in _row(out, "API")
+
+
+@pytest.mark.parametrize(
+    ("credits", "text"),
+    [
+        (20000.0, "20,000 credits"),
+        (1234, "1,234 credits"),
+        (1.0, "1 credit"),
+        (0.0, "0 credits"),
+        (12.5, "12.5 credits"),
+        (0.333333, "0.33 credits"),
+    ],
+)
+def test_credits_are_written_as_people_read_them(credits: float, text: str) -> None:
+    assert credits_text(credits) == text

@@ -156,11 +156,62 @@ def test_different_prompts_give_different_images_and_equal_prompts_equal_ones(
     assert images[0] == images[2]
 
 
-def test_balance_answers_a_number_for_a_valid_key(emulator: Emulator) -> None:
+BALANCE_PATHS = ["/v1/balance", "/balance", "/v1/user/balance", "/user/balance"]
+
+
+@pytest.mark.parametrize("path", BALANCE_PATHS)
+def test_the_balance_answers_the_documented_fields_on_each_documented_path(
+    emulator: Emulator, path: str
+) -> None:
     with api(emulator) as client:
-        resp = client.get("/v1/balance")
+        resp = client.get(path)
     assert resp.status_code == 200
-    assert isinstance(resp.json()["balance"], float)
+    assert resp.json() == {
+        "success": True,
+        "remain_balance": 100.0,
+        "used_balance": 0.0,
+        "remain_credits": 20000.0,
+        "used_credits": 0.0,
+        "credits_per_usd": 200.0,
+        "unlimited_quota": False,
+    }
+    assert "X-RateLimit-Category" not in resp.headers  # in neither async bucket
+
+
+def test_the_balance_counts_what_the_tasks_cost_in_credits(emulator: Emulator) -> None:
+    with api(emulator) as client:
+        for _ in range(2):
+            assert client.post("/v1/images/generations", json=body()).status_code == 200
+        answer = client.get("/v1/balance").json()
+    assert answer["used_credits"] == 16.0 and answer["remain_credits"] == 19984.0
+    assert answer["used_balance"] == 0.08
+
+
+def test_an_unlimited_quota_says_so_with_a_remain_balance_of_minus_1(emulator: Emulator) -> None:
+    emulator.set_faults(Faults(unlimited_quota=True))
+    with api(emulator) as client:
+        answer = client.get("/v1/balance").json()
+    assert answer["unlimited_quota"] is True and answer["remain_balance"] == -1
+    assert answer["remain_credits"] == 20000.0  # as in the docs' examples: still a number
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/v1/balance", "Failed to get token info: record not found"),
+        ("/balance", "Failed to get token info: record not found"),
+        ("/v1/user/balance", "Failed to get user quota"),
+        ("/user/balance", "Failed to get user quota"),
+    ],
+)
+def test_a_failed_balance_is_http_200_with_success_false(
+    emulator: Emulator, path: str, message: str
+) -> None:
+    emulator.set_faults(Faults(balance_fails=True))
+    with api(emulator) as client:
+        resp = client.get(path)
+    assert resp.status_code == 200
+    assert resp.json() == {"success": False, "message": message}
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -310,6 +361,28 @@ def test_unknown_tasks_answer_in_turn_in_the_three_documented_shapes(emulator: E
     assert [_unknown_answer(r) for r in answers] == UNKNOWN_TASK_ANSWERS * 2
 
 
+@pytest.mark.parametrize(
+    ("mode", "answer"),
+    [
+        ("task_not_found", UNKNOWN_TASK_ANSWERS[0]),
+        ("not_found_error", UNKNOWN_TASK_ANSWERS[1]),
+        ("task_not_exist", UNKNOWN_TASK_ANSWERS[2]),
+    ],
+)
+def test_unknown_tasks_can_be_answered_always_in_one_shape(
+    emulator: Emulator, mode: str, answer: tuple[int, dict[str, Any]]
+) -> None:
+    emulator.set_faults(Faults(unknown_task_answer=mode))
+    with api(emulator) as client:
+        answers = [client.get("/v1/images/generations/task_img_nope") for _ in range(3)]
+    assert [_unknown_answer(r) for r in answers] == [answer] * 3
+
+
+def test_an_unknown_task_answer_mode_must_be_one_of_the_shapes() -> None:
+    with pytest.raises(ValueError, match="unknown_task_answer must be one of rotate"):
+        Faults(unknown_task_answer="teapot")
+
+
 def test_the_first_answer_for_an_unknown_task_is_the_error_tables_404(emulator: Emulator) -> None:
     with api(emulator) as client:
         first = client.get("/v1/images/generations/task_img_nope")
@@ -448,46 +521,104 @@ def test_the_submit_bucket_answers_429_with_retry_after_and_rate_headers(
     emu = factory_emu(rate_limits=RateLimitConfig(submit_per_s=2, query_per_s=100))
     with api(emu) as client:
         first = client.post("/v1/images/generations", json=body())
-        second = upload(client, image_bytes())  # uploads share the submit bucket
+        second = client.post("/v1/images/generations", json=body())
         refused = client.post("/v1/images/generations", json=body())
-        query = client.get("/v1/balance")
+        query = client.get(f"/v1/images/generations/{first.json()['id']}")
     assert first.status_code == 200
-    assert first.headers["X-RateLimit-Category"] == "submit"
+    assert first.headers["X-RateLimit-Category"] == "async_submit"
     assert first.headers["X-RateLimit-Limit"] == "2"
     assert first.headers["X-RateLimit-Remaining"] == "1"
     assert int(first.headers["X-RateLimit-Reset"]) >= 0
     assert second.status_code == 200
     assert refused.status_code == 429
+    assert refused.headers["X-RateLimit-Category"] == "async_submit"
     assert refused.json() == {
         "error": {"code": "rate_limit_exceeded", "message": "Async task request rate exceeded"}
     }
     assert refused.headers["Retry-After"] == "1"
     assert refused.headers["X-RateLimit-Remaining"] == "0"
     assert query.status_code == 200
-    assert query.headers["X-RateLimit-Category"] == "query"
+    assert query.headers["X-RateLimit-Category"] == "async_query"
     stats = emu.stats()
     assert stats["rate_limited"] == 1
-    assert len(stats["submissions"]) == 1
+    assert len(stats["submissions"]) == 2
+
+
+def test_uploads_and_the_balance_are_not_counted_in_the_async_buckets(
+    factory_emu: Factory,
+) -> None:
+    emu = factory_emu(
+        rate_limits=RateLimitConfig(
+            submit_per_s=1, submit_burst_10s=1, query_per_s=1, query_burst_10s=1
+        )
+    )
+    with api(emu) as client:
+        uploads = [upload(client, image_bytes()) for _ in range(3)]
+        balances = [client.get("/v1/balance") for _ in range(3)]
+        submit = client.post("/v1/images/generations", json=body())
+        poll = client.get(f"/v1/images/generations/{submit.json()['id']}")
+    assert [r.status_code for r in uploads + balances] == [200] * 6
+    assert not any("X-RateLimit-Category" in r.headers for r in uploads + balances)
+    # Each bucket still had its one request of the 10 s left.
+    assert (submit.status_code, poll.status_code) == (200, 200)
+    assert emu.stats()["rate_limited"] == 0
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "category"),
+    [(("submit",), "async_submit"), (("poll",), "async_query")],
+)
+def test_an_injected_429_names_its_async_category(
+    emulator: Emulator, endpoints: tuple[str, ...], category: str
+) -> None:
+    emulator.set_faults(Faults(rate_429=1.0, endpoints=endpoints))
+    with api(emulator) as client:
+        if endpoints == ("submit",):
+            resp = client.post("/v1/images/generations", json=body())
+        else:
+            resp = client.get("/v1/images/generations/task_img_x")
+    assert resp.status_code == 429
+    assert resp.headers["X-RateLimit-Category"] == category
+    assert resp.json()["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_an_injected_429_on_an_upload_or_the_balance_is_the_plain_shape_without_category(
+    emulator: Emulator,
+) -> None:
+    emulator.set_faults(Faults(rate_429=1.0, endpoints=("upload", "poll")))
+    with api(emulator) as client:
+        answers = [upload(client, image_bytes()), client.get("/v1/balance")]
+    for resp in answers:
+        assert resp.status_code == 429 and "X-RateLimit-Category" not in resp.headers
+        assert resp.json() == {
+            "error": {
+                "code": 429,
+                "message": "Too many requests, please try again later",
+                "type": "rate_limit_error",
+            }
+        }
 
 
 def test_the_10_second_burst_window_is_enforced(factory_emu: Factory) -> None:
     emu = factory_emu(rate_limits=RateLimitConfig(query_per_s=100, query_burst_10s=3))
     with api(emu) as client:
-        answers = [client.get("/v1/balance") for _ in range(4)]
-    assert [r.status_code for r in answers] == [200, 200, 200, 429]
+        answers = [client.get("/v1/images/generations/task_img_x") for _ in range(4)]
+    assert [r.status_code for r in answers] == [404, 404, 400, 429]
     assert 9 <= int(answers[3].headers["Retry-After"]) <= 10
 
 
 def test_refused_requests_do_not_use_up_the_allowance(factory_emu: Factory) -> None:
     emu = factory_emu(rate_limits=RateLimitConfig(query_per_s=2))
     with api(emu) as client:
+        task = client.post("/v1/images/generations", json=body()).json()["id"]
+        poll = f"/v1/images/generations/{task}"
         start = time.monotonic()
-        assert [client.get("/v1/balance").status_code for _ in range(2)] == [200, 200]
+        assert [client.get(poll).status_code for _ in range(2)] == [200, 200]
         time.sleep(0.3)
-        assert {client.get("/v1/balance").status_code for _ in range(5)} == {429}
+        assert {client.get(poll).status_code for _ in range(5)} == {429}
         # Had the refusals counted, the window would still be full when the first two leave it.
         time.sleep(max(0.0, start + 1.1 - time.monotonic()))
-        assert [client.get("/v1/balance").status_code for _ in range(2)] == [200, 200]
+        assert [client.get(poll).status_code for _ in range(2)] == [200, 200]
     assert emu.stats()["rate_limited"] == 5
 
 
@@ -617,7 +748,7 @@ def test_expired_results_are_refused_at_download(emulator: Emulator) -> None:
 @pytest.mark.parametrize(
     ("faults", "status", "code"),
     [
-        (Faults(outage=True), 503, "rate_limit_unavailable"),
+        (Faults(outage=True), 503, "service_unavailable"),
         (Faults(auth_fail=True), 401, 401),
     ],
 )
@@ -642,7 +773,43 @@ def test_exhausted_quota_refuses_submits_with_402(emulator: Emulator) -> None:
     assert resp.json()["error"]["code"] == "insufficient_quota"
     assert emulator.stats()["submissions"] == []
     with api(emulator) as client:
-        assert client.get("/v1/balance").json()["balance"] == 0
+        answer = client.get("/v1/balance").json()
+    assert answer["success"] is True
+    assert answer["remain_credits"] == 0 and answer["remain_balance"] == 0
+
+
+def test_a_down_submit_limiter_refuses_submits_with_the_documented_503_and_answers_the_rest(
+    emulator: Emulator,
+) -> None:
+    with api(emulator) as client:
+        task_id = client.post("/v1/images/generations", json=body()).json()["id"]
+        emulator.set_faults(Faults(submit_limiter_down=True))
+        refused = client.post("/v1/images/generations", json=body())
+        done = wait_final(client, task_id)
+        others = [upload(client, image_bytes()), client.get("/v1/balance")]
+    assert refused.status_code == 503
+    assert refused.json() == {
+        "error": {
+            "code": "rate_limit_unavailable",
+            "message": "The async task submit limiter is temporarily unavailable",
+        }
+    }
+    assert done["status"] == "completed"
+    assert [r.status_code for r in others] == [200, 200]
+    stats = emulator.stats()
+    assert len(stats["submissions"]) == 1 and stats["submit_requests"] == 2
+    assert stats["faults_injected"] == {"submit_limiter_down": 1}
+
+
+def test_an_injected_503_on_a_submit_is_the_limiters_and_elsewhere_a_server_error(
+    emulator: Emulator,
+) -> None:
+    emulator.set_faults(Faults(error_503=1.0, endpoints=("submit", "poll")))
+    with api(emulator) as client:
+        submit = client.post("/v1/images/generations", json=body())
+        poll = client.get("/v1/images/generations/task_img_x")
+    assert submit.json()["error"]["code"] == "rate_limit_unavailable"
+    assert poll.json()["error"]["code"] == "service_unavailable"
 
 
 def test_request_faults_apply_only_to_the_listed_endpoints(emulator: Emulator) -> None:

@@ -376,3 +376,55 @@ def test_an_answer_slower_than_the_timeout_is_retried_or_ambiguous_but_never_pai
             "duplicate_submissions": 0,
         },
     )
+
+
+def test_while_the_submit_limiter_is_down_running_tasks_finish_and_nothing_is_paid_twice(
+    tmp_path: Path, emulator_factory: Callable[..., Emulator]
+) -> None:
+    """The documented 503 rate_limit_unavailable refuses submits only: the two jobs already
+    running are polled and written while the other four wait, and each prompt is paid once."""
+    # Tasks take 1 s, so the limiter can go down after the first two were created.
+    emu = emulator_factory(latency=1.0, jitter=0.0, rate_limits=None)
+    folder, state = tmp_path / "drop", tmp_path / "state"
+    sources = _drop(folder, 6, "limiter")
+    seen: dict[str, int] = {}
+
+    def limiter_down_after_two_submits() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(emu.stats()["submissions"]) < 2:
+            time.sleep(0.01)
+        emu.set_faults(Faults(submit_limiter_down=True))
+        # Down until the running tasks were downloaded and some submits were refused.
+        while time.monotonic() < deadline:
+            stats = emu.stats()
+            if stats["downloads"] >= 2 and stats["faults_injected"].get("submit_limiter_down"):
+                break
+            time.sleep(0.02)
+        stats = emu.stats()
+        seen.update(
+            downloads=stats["downloads"],
+            created=len(stats["submissions"]),
+            refused=stats["faults_injected"].get("submit_limiter_down", 0),
+        )
+        time.sleep(0.5)
+        emu.set_faults(Faults())
+
+    healer = threading.Thread(target=limiter_down_after_two_submits, daemon=True)
+    healer.start()
+    try:
+        # Two in flight: the first two are running when the limiter goes down.
+        code = _once(folder, state, emu, max_in_flight=2)
+    finally:
+        healer.join()
+    stats = emu.stats()
+    # While submits were refused, the two running tasks were polled to the end and fetched.
+    assert seen["downloads"] >= 2 and seen["created"] == 2 and seen["refused"] >= 1
+    assert code == 0
+    assert Counter(s["prompt"] for s in stats["submissions"]) == Counter(list(sources))
+    assert set(_jobs(state).values()) == {JobState.DONE}
+    assert all(_image(s) is not None and not note_path(s).exists() for s in sources.values())
+    print(
+        f"\nsubmit limiter down: {seen['refused']} submits refused with 503 while "
+        f"{seen['downloads']} running images were fetched; {stats['submit_requests']} submit "
+        f"requests, {len(stats['submissions'])} created for {len(sources)} files"
+    )

@@ -11,6 +11,8 @@ import pytest
 from promptdrop.api import (
     AccountBlocked,
     ApiError,
+    Balance,
+    BalanceUnavailable,
     RequestRejected,
     ResultUnavailable,
     TaskNotFound,
@@ -22,13 +24,16 @@ from promptdrop.api.protocol import (
     interpret_answer,
     interpret_download,
     is_known_status,
+    parse_balance,
     parse_retry_after,
     parse_task,
     parse_upload,
     result_url,
     unknown_task,
 )
-from promptdrop.api.retry import Failed, Fault
+from promptdrop.api.ratelimit import slowed_bucket
+from promptdrop.api.retry import Failed, Fault, RetryPolicy
+from promptdrop.jobs.outcomes import Kind, interpret_poll_error
 
 NOW = 1_768_400_000.0
 KEY = "sk-canary-7f3a9c1e5b"
@@ -427,3 +432,176 @@ def test_retry_after_is_seconds_or_an_http_date(value: str | None, seconds: floa
 )
 def test_expiry_times_are_read_as_epoch_seconds(value: Any, seconds: float | None) -> None:
     assert epoch(value) == seconds
+
+
+# --- unknown tasks --------------------------------------------------------------------------
+
+# Every way the docs (and the gateway in front of the API) say "no such task" to a poll.
+TASK_GONE_ANSWERS = [
+    pytest.param(
+        404,
+        {"error": {"code": 404, "message": "Task not found", "type": "not_found_error"}},
+        id="task page 404, integer code",
+    ),
+    pytest.param(400, {"message": "task_not_exist"}, id="gateway 400"),
+    pytest.param(
+        404, {"error": {"code": "task_not_found", "message": "Task not found"}}, id="table 404"
+    ),
+    pytest.param(404, {"error": {"code": 404, "message": "任务不存在"}}, id="CN 404"),
+    pytest.param(400, {"error": {"message": "任务不存在"}}, id="CN 400"),
+    pytest.param(400, {"error": {"code": "task_not_exist"}}, id="400 code only"),
+    pytest.param(400, {"error": {"type": "not_found_error", "message": "x"}}, id="400 type"),
+    pytest.param(404, b"<html>404 Not Found</html>", id="404 page"),
+]
+
+
+@pytest.mark.parametrize(("status", "body"), TASK_GONE_ANSWERS)
+def test_every_unknown_task_answer_to_a_poll_is_a_task_gone(status: int, body: Any) -> None:
+    error = answer("task", status, body)
+    assert isinstance(error, TaskNotFound)
+    assert error.status == status
+    assert interpret_poll_error(error, gone_before=0).kind is Kind.TASK_GONE
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "status", "body", "expected"),
+    [
+        ("task", 400, {"error": {"code": "invalid_request", "message": "bad id"}}, RequestRejected),
+        ("submit", 400, {"message": "task_not_exist"}, RequestRejected),
+        ("submit", 404, {"error": {"code": 404, "type": "not_found_error"}}, ApiError),
+    ],
+)
+def test_other_answers_are_not_a_task_gone(
+    endpoint: str, status: int, body: Any, expected: type[ApiError]
+) -> None:
+    error = answer(endpoint, status, body)
+    assert type(error) is expected and not isinstance(error, TaskNotFound)
+
+
+# --- the balance ----------------------------------------------------------------------------
+
+TB_EXAMPLE = {
+    "success": True,
+    "remain_balance": 10.5,
+    "used_balance": 2.3,
+    "remain_credits": 2100,
+    "used_credits": 460,
+    "credits_per_usd": 200,
+    "unlimited_quota": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("body", "credits", "unlimited", "empty"),
+    [
+        pytest.param(TB_EXAMPLE, 2100.0, False, False, id="the docs' token example"),
+        pytest.param(
+            {**TB_EXAMPLE, "remain_balance": -1, "unlimited_quota": True},
+            2100.0,
+            True,
+            False,
+            id="unlimited",
+        ),
+        pytest.param(
+            {**TB_EXAMPLE, "remain_balance": 0, "remain_credits": 0}, 0.0, False, True, id="empty"
+        ),
+        pytest.param(
+            {**TB_EXAMPLE, "remain_balance": -1, "remain_credits": 0, "unlimited_quota": True},
+            0.0,
+            True,
+            False,
+            id="unlimited is never empty",
+        ),
+        pytest.param({"success": True, "remain_balance": 0.0}, None, False, True, id="no credits"),
+        pytest.param({**TB_EXAMPLE, "remain_credits": "12.5"}, 12.5, False, False, id="a string"),
+    ],
+)
+def test_a_balance_answer_is_read_into_credits(
+    body: dict[str, Any], credits: float | None, unlimited: bool, empty: bool
+) -> None:
+    balance = parse_balance(body)
+    assert isinstance(balance, Balance)
+    assert (balance.remain_credits, balance.unlimited, balance.empty) == (credits, unlimited, empty)
+
+
+def test_the_docs_balance_example_is_read_field_by_field() -> None:
+    balance = parse_balance(TB_EXAMPLE)
+    assert isinstance(balance, Balance)
+    assert (balance.remain_balance, balance.used_balance) == (10.5, 2.3)
+    assert (balance.used_credits, balance.credits_per_usd) == (460, 200)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Failed to get token info: record not found",
+        "Failed to get user quota",
+        "获取令牌信息失败: record not found",
+    ],
+)
+def test_success_false_is_an_unavailable_balance_with_the_apis_words(message: str) -> None:
+    result = parse_balance({"success": False, "message": message})
+    assert isinstance(result, BalanceUnavailable)
+    assert message in result.message and result.status == 200
+
+
+def test_a_balance_answer_without_figures_is_an_error_not_an_empty_account() -> None:
+    result = parse_balance({"object": "balance", "balance": 3.0, "currency": "USD"})
+    assert type(result) is ApiError
+
+
+def test_the_key_is_scrubbed_from_a_balance_failure() -> None:
+    result = parse_balance(
+        {"success": False, "message": f"no token {KEY}"}, lambda t: t.replace(KEY, "***")
+    )
+    assert isinstance(result, BalanceUnavailable) and KEY not in result.message
+
+
+# --- which bucket a refusal slows ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "status", "code", "category", "slows"),
+    [
+        ("submit", 429, "rate_limit_exceeded", "async_submit", "submit"),
+        ("task", 429, "rate_limit_exceeded", "async_query", "query"),
+        # The header names the bucket, whatever request drew the 429.
+        ("submit", 429, "rate_limit_exceeded", "async_query", "query"),
+        ("task", 429, "rate_limit_exceeded", "ASYNC_SUBMIT", "submit"),
+        # No (or an unknown) category: the request's own bucket.
+        ("submit", 429, "rate_limit_exceeded", None, "submit"),
+        ("task", 429, "rate_limit_exceeded", "something_else", "query"),
+        # Uploads and the balance are in no async bucket.
+        ("upload", 429, 429, None, None),
+        ("balance", 429, 429, None, None),
+        # The submit limiter down: the submit side only.
+        ("submit", 503, "rate_limit_unavailable", None, "submit"),
+        ("task", 503, "rate_limit_unavailable", None, None),
+        ("submit", 503, "service_unavailable", None, None),
+        ("submit", 500, "internal_error", None, None),
+    ],
+)
+def test_a_refusal_slows_the_bucket_its_category_names(
+    endpoint: str, status: int, code: int | str, category: str | None, slows: str | None
+) -> None:
+    assert slowed_bucket(endpoint, status, code, category) == slows
+
+
+def test_a_429s_category_reaches_the_failure() -> None:
+    body = {"error": {"code": "rate_limit_exceeded", "message": "Async task request rate exceeded"}}
+    failed = answer("submit", 429, body, retry_after="2", category="async_query")
+    assert isinstance(failed, Failed) and failed.slows == "query" and failed.retry_after == 2
+
+
+def test_a_submit_limiter_outage_is_refused_retryable_and_says_nothing_was_created() -> None:
+    body = {
+        "error": {
+            "code": "rate_limit_unavailable",
+            "message": "The async task submit limiter is temporarily unavailable",
+        }
+    }
+    failed = answer("submit", 503, body)
+    assert isinstance(failed, Failed)
+    assert failed.fault is Fault.REFUSED and failed.slows == "submit"
+    final = RetryPolicy(attempts=1).after(failed, 0, idempotent=False, draw=0.0)
+    assert isinstance(final, ApiError) and "nothing was created" in final.message

@@ -26,6 +26,7 @@ from promptdrop.api.errors import (
     AccountBlocked,
     Ambiguous,
     ApiError,
+    BalanceUnavailable,
     RateLimited,
     RequestRejected,
     ResultUnavailable,
@@ -35,9 +36,11 @@ from promptdrop.api.errors import (
 from promptdrop.api.protocol import (
     FINAL_STATUSES,
     RUNNING_STATUSES,
+    Balance,
     Downloaded,
     TaskState,
     Uploaded,
+    parse_balance,
     parse_retry_after,
     parse_task,
 )
@@ -55,6 +58,8 @@ __all__ = [
     "Ambiguous",
     "AnswerHook",
     "ApiError",
+    "Balance",
+    "BalanceUnavailable",
     "Downloaded",
     "EventHandler",
     "Fault",
@@ -72,6 +77,7 @@ __all__ = [
     "Uploaded",
     "classify_fault",
     "may_retry",
+    "parse_balance",
     "parse_retry_after",
     "parse_task",
 ]

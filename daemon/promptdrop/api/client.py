@@ -22,6 +22,7 @@ import structlog
 from promptdrop import __version__, imaging
 from promptdrop.api.errors import Ambiguous, ApiError, ResultUnavailable, TaskNotFound
 from promptdrop.api.protocol import (
+    Balance,
     Downloaded,
     TaskState,
     Uploaded,
@@ -29,6 +30,7 @@ from promptdrop.api.protocol import (
     interpret_answer,
     interpret_download,
     is_known_status,
+    parse_balance,
     parse_task,
     parse_upload,
     unknown_task,
@@ -143,12 +145,13 @@ class ToApisClient:
 
     async def upload_image(self, data: bytes, *, filename: str, mime_type: str) -> Uploaded:
         """Upload a reference image; return its id and public URL. Retried on any transient
-        fault (uploads are free); RequestRejected when the API refuses the file."""
+        fault (uploads are free); RequestRejected when the API refuses the file. Uploads are
+        in neither async rate bucket."""
         body = await self._call(
             "upload",
             "POST",
             "/v1/uploads/images",
-            bucket="submit",
+            bucket=None,
             idempotent=True,
             files={"file": (filename, data, mime_type)},
             data={"purpose": "generation"},
@@ -237,9 +240,16 @@ class ToApisClient:
             raise ResultUnavailable(f"The result address is not a web address: {url!r}.")
         return await self._retrying("download", None, True, lambda: self._download_once(parsed))
 
-    async def balance(self) -> dict[str, Any]:
-        """The account balance answer, as the API gives it."""
-        return await self._call("balance", "GET", "/v1/balance", bucket="query", idempotent=True)
+    async def balance(self) -> Balance:
+        """The key's balance (`GET /v1/balance`, in neither async rate bucket).
+
+        BalanceUnavailable when the API answers `success: false` (HTTP 200, with its reason);
+        AccountBlocked for a refused key, as for any request."""
+        body = await self._call("balance", "GET", "/v1/balance", bucket=None, idempotent=True)
+        balance = parse_balance(body, self._key.scrub)
+        if isinstance(balance, ApiError):
+            raise balance
+        return balance
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -289,7 +299,7 @@ class ToApisClient:
         method: str,
         path: str,
         *,
-        bucket: str,
+        bucket: str | None,
         idempotent: bool,
         json_body: Any = None,
         files: Any = None,
@@ -324,6 +334,9 @@ class ToApisClient:
                 if isinstance(step, Ambiguous):
                     log.info("api.ambiguous", endpoint=endpoint, reason=outcome.reason)
                 raise step
+            if outcome.slows is not None:
+                # The other requests of that kind wait as long as this one does.
+                self._limits.hold(outcome.slows, step)
             attempt += 1
             log.info(
                 "api.retry",
@@ -354,6 +367,7 @@ class ToApisClient:
             response.status_code,
             response.content,
             retry_after=response.headers.get("Retry-After"),
+            category=response.headers.get("X-RateLimit-Category"),
             scrub=self._key.scrub,
         )
         if isinstance(answer, ApiError):

@@ -7,7 +7,8 @@
     ├── TransientError     outage, gateway pages, timeouts: retries used up, nothing was created
     ├── Ambiguous          a submit left but its answer was lost: it may have created a paid task
     ├── TaskNotFound       a task poll answered 404 (any body) or 400 task_not_exist: task gone
-    └── ResultUnavailable  the result could not be downloaded as an image (expired, refused, broken)
+    ├── ResultUnavailable  the result could not be downloaded as an image (expired, refused, broken)
+    └── BalanceUnavailable the balance was answered `success: false` (HTTP 200): no figures
 
 Messages are for people and never hold the API key: whoever builds one from a server answer
 or a transport error scrubs it first.
@@ -81,3 +82,14 @@ class TaskNotFound(ApiError):
 
 class ResultUnavailable(ApiError):
     """The result cannot be had as an image: expired, refused, or broken on every attempt."""
+
+
+class BalanceUnavailable(ApiError):
+    """The balance request was answered (HTTP 200) with `success: false`; .reason is the API's
+    message, e.g. "Failed to get token info: record not found" for a key whose token is gone."""
+
+    def __init__(
+        self, message: str, reason: str, status: int | None = 200, code: int | str | None = None
+    ):
+        super().__init__(message, status, code)
+        self.reason = reason

@@ -21,10 +21,12 @@ import httpx
 from promptdrop.api.errors import (
     AccountBlocked,
     ApiError,
+    BalanceUnavailable,
     RequestRejected,
     ResultUnavailable,
     TaskNotFound,
 )
+from promptdrop.api.ratelimit import slowed_bucket
 from promptdrop.api.retry import Failed, Fault, classify_fault
 
 RUNNING_STATUSES = frozenset({"queued", "submitted", "pending", "in_progress", ""})
@@ -66,6 +68,32 @@ class Downloaded:
     format: str
 
 
+@dataclass(frozen=True)
+class Balance:
+    """The account's balance as `GET /v1/balance` reports it (toapis-models.md §4).
+
+    Credits are the stable unit (1 USD = `credits_per_usd` credits, 200 today); the unit of
+    `remain_balance` / `used_balance` depends on the server (USD, CNY or tokens), and
+    `remain_balance` is -1 when `unlimited`. A field the answer lacked is None.
+    """
+
+    remain_credits: float | None
+    used_credits: float | None
+    remain_balance: float | None
+    used_balance: float | None
+    credits_per_usd: float | None
+    unlimited: bool
+    raw: dict[str, Any]
+
+    @property
+    def empty(self) -> bool:
+        """Nothing left to spend: no credits (or, without credit fields, no balance)."""
+        if self.unlimited:
+            return False
+        left = self.remain_credits if self.remain_credits is not None else self.remain_balance
+        return left is not None and left <= 0
+
+
 # --- reading bodies -----------------------------------------------------------------------
 
 
@@ -99,11 +127,25 @@ def error_info(body: Any) -> tuple[str | None, int | str | None]:
     return text, code
 
 
+# The words an answer uses for "no such task": the task page's 404 ("Task not found", type
+# not_found_error, CN 任务不存在), the error table's task_not_found and the gateway's
+# task_not_exist (toapis-models.md §6).
+_UNKNOWN_TASK_CODES = frozenset({"task_not_found", "task_not_exist"})
+_UNKNOWN_TASK_TYPES = frozenset({"not_found_error", "task_not_found"})
+_UNKNOWN_TASK_WORDS = ("not_exist", "not found", "任务不存在")
+
+
 def says_task_unknown(body: Any) -> bool:
     """Whether an error body says the task does not exist, in any of its documented words."""
     message, code = error_info(body)
     text = (message or "").lower()
-    return "not_exist" in text or "not found" in text or code == "task_not_found"
+    err = body.get("error") if isinstance(body, Mapping) else None
+    kind = err.get("type") if isinstance(err, Mapping) else None
+    return (
+        any(word in text for word in _UNKNOWN_TASK_WORDS)
+        or (isinstance(code, str) and code.lower() in _UNKNOWN_TASK_CODES)
+        or (isinstance(kind, str) and kind.lower() in _UNKNOWN_TASK_TYPES)
+    )
 
 
 def _first_url(data: Any) -> Any:
@@ -226,6 +268,55 @@ def parse_upload(body: Mapping[str, Any], scrub: Scrub = _unchanged) -> Uploaded
     return Uploaded(id=str(info.get("id") or ""), url=url, raw=dict(body))
 
 
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def parse_balance(body: Mapping[str, Any], scrub: Scrub = _unchanged) -> Balance | ApiError:
+    """The balance answer read into a Balance; `success: false` (an HTTP 200 in the docs)
+    becomes BalanceUnavailable with the API's message, an answer with no figures an ApiError."""
+    if body.get("success") is False:
+        message, code = error_info(body)
+        text = scrub(message or "no reason given")
+        return BalanceUnavailable(
+            f"The image service could not report the balance: {text}.", text, 200, code
+        )
+    fields = {
+        name: _number(body.get(name))
+        for name in (
+            "remain_credits",
+            "used_credits",
+            "remain_balance",
+            "used_balance",
+            "credits_per_usd",
+        )
+    }
+    unlimited = body.get("unlimited_quota") is True
+    if not unlimited and fields["remain_credits"] is None and fields["remain_balance"] is None:
+        return ApiError(
+            "The image service answered the balance request without a balance "
+            "(no remain_credits or remain_balance)."
+        )
+    return Balance(
+        remain_credits=fields["remain_credits"],
+        used_credits=fields["used_credits"],
+        remain_balance=fields["remain_balance"],
+        used_balance=fields["used_balance"],
+        credits_per_usd=fields["credits_per_usd"],
+        unlimited=unlimited,
+        raw=dict(body),
+    )
+
+
 # --- answers into outcomes ----------------------------------------------------------------
 
 
@@ -235,10 +326,12 @@ def interpret_answer(
     content: bytes,
     *,
     retry_after: str | None = None,
+    category: str | None = None,
     now: float | None = None,
     scrub: Scrub = _unchanged,
 ) -> Answer:
-    """What one HTTP answer of the API means. endpoint: upload, submit, task or balance."""
+    """What one HTTP answer of the API means. endpoint: upload, submit, task or balance;
+    category: the answer's X-RateLimit-Category header (which bucket a 429 is about)."""
     body, is_json = read_json(content)
     message, code = error_info(body)
     detail = scrub(f"HTTP {status}: {message}" if message else f"HTTP {status}")
@@ -248,12 +341,14 @@ def interpret_answer(
         return Failed(Fault.LOST, "the answer was not valid JSON", status)
     if status == 429:
         wait = parse_retry_after(retry_after, now)
-        return Failed(Fault.REFUSED, "rate limited (HTTP 429)", status, code, wait)
+        slows = slowed_bucket(endpoint, status, code, category)
+        return Failed(Fault.REFUSED, "rate limited (HTTP 429)", status, code, wait, slows=slows)
     if status >= 500 or status == 408:
         kind = detail if is_json else "a gateway page"
         json_error = isinstance(body, dict) and ("error" in body or "message" in body)
         fault = classify_fault(status=status, json_error=json_error)
-        return Failed(fault, f"HTTP {status}, {kind}", status, code)
+        slows = slowed_bucket(endpoint, status, code, category) if json_error else None
+        return Failed(fault, f"HTTP {status}, {kind}", status, code, slows=slows)
     if endpoint == "task" and (status == 404 or (status == 400 and says_task_unknown(body))):
         return TaskNotFound(f"The image service does not know this task ({detail}).", status, code)
     return refusal(endpoint, status, message or detail, detail, code, scrub)

@@ -1,8 +1,15 @@
 """Client-side rate limits for the ToAPIs API, so the account's allowance is never exceeded.
 
-ToAPIs counts two buckets per account: submitting (generations; promptdrop also puts uploads
-here) and querying (task polls, balance). Each has a per-second rate and a burst allowance
-per 10 seconds, which depend on the account group (toapis-api.md, "Rate limits").
+ToAPIs counts two buckets per account: async submitting (generations) and async querying
+(task polls). Each has a per-second rate and a burst allowance per 10 seconds, which depend on
+the account group (toapis-models.md §5). Uploads and the balance are in neither bucket (their
+pages show another 429 and no limits), so they are not counted here.
+
+A 429 says which bucket it is about in `X-RateLimit-Category` (`async_submit` or
+`async_query`); the client then holds that bucket, and only that one, for the wait the answer
+asked for, so that the other requests of the same kind wait too instead of each hitting the
+limit on its own. A 503 `rate_limit_unavailable` to a submit (the submit limiter is down;
+queries still pass) holds the submit bucket the same way.
 
 Why hand-written rather than aiolimiter: aiolimiter is a leaky bucket whose capacity is one
 period's worth, so after an idle spell it lets nearly twice the rate through in the first
@@ -101,6 +108,26 @@ class RateLimits:
         )
 
 
+# The API endpoints counted in a bucket; the others (upload, balance, download) are in none.
+ENDPOINT_BUCKETS = {"submit": "submit", "task": "query"}
+# X-RateLimit-Category values, as the docs name the buckets.
+CATEGORY_BUCKETS = {"async_submit": "submit", "async_query": "query"}
+
+
+def slowed_bucket(
+    endpoint: str, status: int, code: int | str | None, category: str | None
+) -> str | None:
+    """The bucket a refusal says to slow down, or None: a 429's category (the endpoint's own
+    bucket when the header is missing or unknown), the submit bucket for a submit's 503
+    rate_limit_unavailable. A 429 to an upload or the balance slows no async bucket."""
+    if status == 429:
+        named = CATEGORY_BUCKETS.get((category or "").strip().lower())
+        return named or ENDPOINT_BUCKETS.get(endpoint)
+    if endpoint == "submit" and code == "rate_limit_unavailable":
+        return "submit"
+    return None
+
+
 RATE_GROUPS: dict[str, RateLimits] = {
     "default": RateLimits(5.0, 50, 50.0, 500),
     "vip": RateLimits(16.7, 167, 166.7, 1667),
@@ -147,6 +174,12 @@ class Bucket:
         )
         self._lock: asyncio.Lock | None = None
         self._on_wait = on_wait
+        self._held_until = 0.0
+
+    def hold(self, seconds: float, now: float | None = None) -> None:
+        """Send nothing more from this bucket for `seconds` (the server asked us to wait)."""
+        now = time.monotonic() if now is None else now
+        self._held_until = max(self._held_until, now + max(0.0, seconds))
 
     async def acquire(self) -> float:
         """Wait until one more request may be sent; return how long that took (seconds)."""
@@ -157,7 +190,7 @@ class Bucket:
         async with self._lock:
             while True:
                 now = time.monotonic()
-                delay = max(window.wait(now) for window in self._windows)
+                delay = max(self._held_until - now, *(w.wait(now) for w in self._windows))
                 if delay <= 0:
                     break
                 await asyncio.sleep(delay)
@@ -186,8 +219,18 @@ class Limits:
                 "query", limits.query_per_s, limits.query_burst_10s, limits.slack_s, on_wait
             )
 
-    async def acquire(self, bucket: str) -> None:
-        """Wait for a slot in the named bucket ("submit" or "query")."""
-        chosen = self.submit if bucket == "submit" else self.query
+    def _bucket(self, bucket: str | None) -> Bucket | None:
+        return {"submit": self.submit, "query": self.query}.get(bucket or "")
+
+    async def acquire(self, bucket: str | None) -> None:
+        """Wait for a slot in the named bucket ("submit" or "query"; None: in no bucket)."""
+        chosen = self._bucket(bucket)
         if chosen is not None:
             await chosen.acquire()
+
+    def hold(self, bucket: str | None, seconds: float) -> None:
+        """Hold one bucket for `seconds` after the server refused a request of its kind
+        (nothing when limits are disabled: then only the refused request itself waits)."""
+        chosen = self._bucket(bucket)
+        if chosen is not None:
+            chosen.hold(seconds)

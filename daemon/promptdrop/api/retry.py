@@ -63,6 +63,9 @@ class Failed:
     code: int | str | None = None
     retry_after: float | None = None
     broken_result: bool = False  # a download that was not a whole image
+    # The client's rate bucket ("submit" or "query") this refusal says to slow down: a 429's
+    # X-RateLimit-Category, or the submit side for a 503 rate_limit_unavailable.
+    slows: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,14 @@ def give_up(failure: Failed, attempts: int) -> ApiError:
         return ResultUnavailable(
             f"The finished image could not be downloaded whole ({failure.reason}, {tries}).",
             failure.status,
+        )
+    if failure.code == "rate_limit_unavailable" and failure.slows == "submit":
+        return TransientError(
+            f"The image service's submit limiter is temporarily unavailable (HTTP "
+            f"{failure.status}, {tries}): nothing was created. promptdrop will try again "
+            "later; images already started are still fetched meanwhile.",
+            failure.status,
+            failure.code,
         )
     if failure.status == 429:
         return RateLimited(

@@ -18,6 +18,8 @@ from promptdrop.api import (
     DEFAULT_BASE_URL,
     AccountBlocked,
     ApiError,
+    Balance,
+    BalanceUnavailable,
     RateLimited,
     RateLimits,
     RetryPolicy,
@@ -43,6 +45,7 @@ __all__ = [
     "WATCHES_FIX",
     "Check",
     "api_checks",
+    "balance_rows",
     "diagnose",
     "inotify_check",
     "print_table",
@@ -68,12 +71,51 @@ def refused(exc: AccountBlocked, where: str) -> list[Check]:
             "console if needed), then " + KEY_HELP,
         )
     else:
-        key = Check(
-            "API key",
-            "accepted, but the account has no credit left",
-            "add credit to the ToAPIs account",
-        )
+        key = Check("API key", "accepted, but the account has no credit left", ADD_CREDIT)
     return [key, reach]
+
+
+ADD_CREDIT = (
+    "add credit to the ToAPIs account (1 USD buys 200 credits); until then the API refuses "
+    "new images and promptdrop holds them"
+)
+
+
+def credits_text(credits: float) -> str:
+    """A credit count as people read it: "1,234 credits", "0.5 credits", "1 credit"."""
+    if float(credits).is_integer():
+        number = f"{int(credits):,}"
+    else:
+        number = f"{credits:,.2f}".rstrip("0").rstrip(".")
+    return f"{number} credit{'' if number == '1' else 's'}"
+
+
+def balance_rows(balance: Balance | BalanceUnavailable, where: str) -> list[Check]:
+    """The rows for a balance the API answered: credits left, unlimited, empty (a problem:
+    nothing can be made), or `success: false` (a problem: the key's balance is unknown)."""
+    reach = Check("API", f"reachable: {where}")
+    if isinstance(balance, BalanceUnavailable):
+        return [
+            Check(
+                "API key",
+                f"the API could not report this key's balance: {balance.reason}",
+                "check in the ToAPIs console that the key still exists (a deleted key "
+                "answers 'record not found'); if not, create one, then " + KEY_HELP,
+            ),
+            reach,
+        ]
+    if balance.unlimited:
+        return [Check("API key", "accepted, unlimited quota"), reach]
+    if balance.remain_credits is None:
+        left = f"a balance of {balance.remain_balance:g}"
+    else:
+        left = credits_text(balance.remain_credits)
+    if balance.empty:
+        return [
+            Check("API key", f"accepted, but the account is empty ({left} left)", ADD_CREDIT),
+            reach,
+        ]
+    return [Check("API key", f"accepted, {left} left"), reach]
 
 
 def unreachable(exc: ApiError, where: str) -> list[Check]:
@@ -100,7 +142,8 @@ def unreachable(exc: ApiError, where: str) -> list[Check]:
 
 
 async def api_checks(api_key: str, base_url: str, *, timeout: float = 10.0) -> list[Check]:
-    """Ask the API for the balance (cheap, authenticated): is it reachable, is the key good?"""
+    """Ask the API for the balance (cheap, authenticated): is it reachable, is the key good,
+    is there credit left?"""
     where = f"the API at {base_url}"
     try:
         client = ToApisClient(
@@ -115,16 +158,14 @@ async def api_checks(api_key: str, base_url: str, *, timeout: float = 10.0) -> l
         return [Check("API key", str(exc), KEY_HELP)]
     async with client:
         try:
-            answer = await client.balance()
+            balance = await client.balance()
         except AccountBlocked as exc:
             return refused(exc, where)
+        except BalanceUnavailable as exc:
+            return balance_rows(exc, where)
         except ApiError as exc:
             return unreachable(exc, where)
-    balance = answer.get("balance")
-    extra = (
-        f" (balance {balance} {answer.get('currency', '')})".rstrip() if balance is not None else ""
-    )
-    return [Check("API key", f"accepted{extra}"), Check("API", f"reachable: {where}")]
+    return balance_rows(balance, where)
 
 
 def key_checks(api_key_file: Path | None, base_url: str) -> list[Check]:
@@ -144,7 +185,7 @@ def key_checks(api_key_file: Path | None, base_url: str) -> list[Check]:
     found = asyncio.run(api_checks(key, base_url))
     key_row = found[0]
     if not key_row.problem and not key_row.result.startswith("not checked"):
-        found[0] = Check(key_row.name, f"{key_row.result}, from {key_source(api_key_file)}")
+        found[0] = Check(key_row.name, f"{key_row.result} (key from {key_source(api_key_file)})")
     return found
 
 

@@ -43,7 +43,16 @@ _RATES = (
     "url_top_level_only",
     "expired_results",
 )
-_FLAGS = ("outage", "auth_fail", "quota_exhausted")
+_FLAGS = (
+    "outage",
+    "submit_limiter_down",
+    "auth_fail",
+    "quota_exhausted",
+    "unlimited_quota",
+    "balance_fails",
+)
+# Faults.unknown_task_answer's values (the shapes are in emulator.answers).
+UNKNOWN_TASK_MODES = ("rotate", "task_not_found", "not_found_error", "task_not_exist")
 
 
 @dataclass(frozen=True)
@@ -75,12 +84,21 @@ class Faults:
       top-level `url` (no `result`); decided per task at its first completed answer.
     - expired_results: share of result URLs refused as expired (404) at download; decided
       per URL at its first download.
-    - Unknown tasks (never created, forgotten, or cleared by reset) are answered in turn
-      404 {"error": {"code": "task_not_found", ...}}, 404 {"error": {"code": 404,
-      "type": "not_found_error", ...}} and 400 {"message": "task_not_exist"}.
-    - outage: every API request answers 503. auth_fail: every API request answers 401.
+    - Unknown tasks (never created, forgotten, or cleared by reset) are answered as
+      `unknown_task_answer` says: "rotate" (the default) in turn 404 {"error": {"code":
+      "task_not_found", ...}}, 404 {"error": {"code": 404, "type": "not_found_error",
+      ...}} (the task page's documented body) and 400 {"message": "task_not_exist"} (the
+      gateway's); or always the one named: "task_not_found", "not_found_error" or
+      "task_not_exist".
+    - outage: the whole API is down: every API request answers 503 (service_unavailable).
+      submit_limiter_down: the documented submit-side degradation: every submit answers
+      503 rate_limit_unavailable (nothing is created) while polls, uploads and the balance
+      are answered as usual. auth_fail: every API request answers 401.
       quota_exhausted: every submit answers 402 insufficient_quota (nothing is created)
-      and /v1/balance reports 0.
+      and the balance reports 0 credits left.
+    - unlimited_quota: the balance says unlimited_quota true and remain_balance -1.
+      balance_fails: the balance answers HTTP 200 {"success": false, "message": ...}, as
+      the docs show for a deleted token (or, on /v1/user/balance, a missing user).
     - retry_after_format: "seconds" or "date" (an HTTP date) for every Retry-After header.
     - business_ids: what becomes of a submission's `client_business_id` (the docs' CN task
       page): "honoured" (echoed in the task, and the task is found by it in place of its id),
@@ -103,9 +121,13 @@ class Faults:
     running_status: str = "queued"
     url_top_level_only: float = 0.0
     expired_results: float = 0.0
+    unknown_task_answer: str = "rotate"
     outage: bool = False
+    submit_limiter_down: bool = False
     auth_fail: bool = False
     quota_exhausted: bool = False
+    unlimited_quota: bool = False
+    balance_fails: bool = False
     endpoints: tuple[str, ...] = field(default=ENDPOINTS)
     business_ids: str = "honoured"
     business_id_delay: float = 5.0
@@ -137,6 +159,9 @@ class Faults:
             "failed",
         ):
             raise ValueError("running_status must be a running status name")
+        if self.unknown_task_answer not in UNKNOWN_TASK_MODES:
+            known = ", ".join(UNKNOWN_TASK_MODES)
+            raise ValueError(f"unknown_task_answer must be one of {known}")
         endpoints = self.endpoints
         if isinstance(endpoints, str) or not all(isinstance(e, str) for e in endpoints):
             raise ValueError(f"endpoints must be a list of {', '.join(ENDPOINTS)}")

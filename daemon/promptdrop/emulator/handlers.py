@@ -14,9 +14,12 @@ from promptdrop.emulator.answers import (
     AUTH_FAILED,
     NO_QUOTA,
     RATE_LIMITED,
+    SUBMIT_LIMITER_DOWN,
     TOO_LARGE,
+    TOO_MANY_REQUESTS,
     UNAVAILABLE,
     UNKNOWN_TASK_ANSWERS,
+    UNKNOWN_TASK_BY_MODE,
     UNSUPPORTED,
 )
 from promptdrop.emulator.faults import Faults
@@ -26,18 +29,30 @@ from promptdrop.emulator.ratelimit import Decision
 from promptdrop.emulator.serving import BaseHandler
 from promptdrop.emulator.validate import InvalidRequest, parse_submit
 
+# "10MB" on the upload page: the emulator takes the generous reading (10 MiB) as a server
+# might; promptdrop itself refuses a reference above 10,000,000 bytes before it gets here.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 _MIME_BY_EXTENSION = {
     ext.lstrip("."): imaging.MIME_TYPES[fmt] for fmt, ext in imaging.EXTENSIONS.items()
 }
 
 _TASK_PATH = re.compile(r"^/v1/images/generations/([^/]+)$")
-# API route -> (fault endpoint kind, rate-limit bucket)
-_ROUTES = {
+# API route -> (fault endpoint kind, rate-limit bucket). Uploads and the balance are in
+# neither async bucket (toapis-models.md §5): not counted, and their 429s are not labelled.
+_ROUTES: dict[str, tuple[str, str | None]] = {
     "submit": ("submit", "submit"),
-    "upload": ("upload", "submit"),
+    "upload": ("upload", None),
     "poll": ("poll", "query"),
-    "balance": ("poll", "query"),
+    "balance": ("poll", None),
+    "user_balance": ("poll", None),
+}
+# The X-RateLimit-Category of each bucket, as the docs name them.
+CATEGORIES = {"submit": "async_submit", "query": "async_query"}
+_BALANCE_PATHS = {
+    "/v1/balance": "balance",
+    "/balance": "balance",
+    "/v1/user/balance": "user_balance",
+    "/user/balance": "user_balance",
 }
 
 
@@ -95,18 +110,26 @@ class ApiHandler(BaseHandler):
         if not self._authorized():
             self._json(401, AUTH_FAILED)
             return
+        if route == "submit" and faults.submit_limiter_down:
+            # The limiter cannot count, so it refuses before the allowance is counted.
+            state.record_fault("submit_limiter_down")
+            self._json(503, SUBMIT_LIMITER_DOWN)
+            return
         fault = state.draw_fault(kind)
+        limited = RATE_LIMITED if bucket is not None else TOO_MANY_REQUESTS
+        unavailable = SUBMIT_LIMITER_DOWN if route == "submit" else UNAVAILABLE
         # An injected 429 is a refusal too, so it comes before the allowance is counted.
         if fault == "rate_429":
-            self._pre_fault(fault, faults, {"X-RateLimit-Category": bucket})
+            category = {"X-RateLimit-Category": CATEGORIES[bucket]} if bucket else {}
+            self._pre_fault(fault, faults, category, limited=limited)
             return
-        decision = state.rate_check(bucket)
+        decision = state.rate_check(bucket) if bucket is not None else None
         headers = _rate_headers(decision, bucket)
         if decision is not None and not decision.allowed:
             headers["Retry-After"] = self._retry_after(decision.retry_after, faults)
             self._json(429, RATE_LIMITED, headers)
             return
-        if self._pre_fault(fault, faults, headers):
+        if self._pre_fault(fault, faults, headers, limited=limited, unavailable=unavailable):
             return
         if route == "submit" and faults.quota_exhausted:
             state.record_fault("quota_exhausted")
@@ -119,10 +142,8 @@ class ApiHandler(BaseHandler):
         elif route == "upload":
             status, payload = self._upload(body)
         else:
-            status, payload = (
-                200,
-                {"object": "balance", "balance": state.balance(), "currency": "USD"},
-            )
+            # Failures too are HTTP 200, with success false (toapis-models.md §4).
+            status, payload = 200, state.balance("user" if route == "user_balance" else "token")
         data = json.dumps(payload).encode("utf-8")
         self._deliver(fault, status, data, "application/json", headers)
 
@@ -137,6 +158,9 @@ class ApiHandler(BaseHandler):
     def _poll(self, task_id: str) -> tuple[int, dict[str, Any]]:
         view = self.state.task_view(task_id)
         if view is None:
+            mode = self.state.faults.unknown_task_answer
+            if mode in UNKNOWN_TASK_BY_MODE:
+                return UNKNOWN_TASK_BY_MODE[mode]
             return UNKNOWN_TASK_ANSWERS[self.state.next_unknown_task_answer()]
         return 200, view
 
@@ -248,20 +272,20 @@ def _route(method: str, path: str) -> tuple[str | None, str]:
         return ("submit" if method == "POST" else "method"), ""
     if path == "/v1/uploads/images":
         return ("upload" if method == "POST" else "method"), ""
-    if path == "/v1/balance":
-        return ("balance" if method == "GET" else "method"), ""
+    if path in _BALANCE_PATHS:
+        return (_BALANCE_PATHS[path] if method == "GET" else "method"), ""
     match = _TASK_PATH.match(path)
     if match:
         return ("poll" if method == "GET" else "method"), match.group(1)
     return None, ""
 
 
-def _rate_headers(decision: Decision | None, bucket: str) -> dict[str, str]:
-    if decision is None:
+def _rate_headers(decision: Decision | None, bucket: str | None) -> dict[str, str]:
+    if decision is None or bucket is None:
         return {}
     return {
         "X-RateLimit-Limit": f"{decision.limit:g}",
         "X-RateLimit-Remaining": str(decision.remaining),
         "X-RateLimit-Reset": str(decision.reset),
-        "X-RateLimit-Category": bucket,
+        "X-RateLimit-Category": CATEGORIES[bucket],
     }

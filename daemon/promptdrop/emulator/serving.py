@@ -33,6 +33,9 @@ class EmulatorServer(ThreadingHTTPServer):
     """A threading HTTP server that knows the shared state and its open connections."""
 
     daemon_threads = True
+    # socketserver's default backlog of 5 drops the SYNs of a burst of new connections, which
+    # then wait a second for the kernel's retry: a real API does not make a client wait so.
+    request_queue_size = 128
 
     def __init__(
         self,
@@ -186,15 +189,24 @@ class BaseHandler(BaseHTTPRequestHandler):
         page = GATEWAY_PAGE.format(code=code, reason=reason).encode("ascii")
         self._send(code, page, "text/html")
 
-    def _pre_fault(self, fault: str | None, faults: Faults, headers: dict[str, str]) -> bool:
-        """Answer an error that comes before processing; True when it was answered."""
+    def _pre_fault(
+        self,
+        fault: str | None,
+        faults: Faults,
+        headers: dict[str, str],
+        *,
+        limited: Any = RATE_LIMITED,
+        unavailable: Any = UNAVAILABLE,
+    ) -> bool:
+        """Answer an error that comes before processing; True when it was answered.
+        `limited` and `unavailable` are the bodies of a 429 and a 503 for this request."""
         if fault == "rate_429":
             headers = {**headers, "Retry-After": self._retry_after(1, faults)}
-            self._json(429, RATE_LIMITED, headers)
+            self._json(429, limited, headers)
         elif fault == "error_500":
             self._json(500, INTERNAL_ERROR)
         elif fault == "error_503":
-            self._json(503, UNAVAILABLE)
+            self._json(503, unavailable)
         else:
             return False
         return True

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from promptdrop import imaging
-from promptdrop.emulator.answers import UNKNOWN_TASK_ANSWERS
+from promptdrop.emulator.answers import BALANCE_FAILED, UNKNOWN_TASK_ANSWERS
 from promptdrop.emulator.config import EmulatorConfig
 from promptdrop.emulator.faults import REQUEST_FAULTS, STAT_NAMES, Faults
 from promptdrop.emulator.ratelimit import Bucket, Decision
@@ -24,6 +24,7 @@ from promptdrop.emulator.validate import InvalidRequest, SubmitRequest
 
 START_BALANCE = 100.0
 PRICE_PER_TASK = 0.04
+CREDITS_PER_USD = 200.0
 # Share of a task's run time it spends queued before it is in_progress.
 QUEUED_SHARE = 0.2
 
@@ -192,12 +193,26 @@ class EmulatorState:
                 self._stats["rate_limited"] += 1
             return decision
 
-    def balance(self) -> float:
-        """What /v1/balance reports: a starting credit minus a price per created task."""
+    def balance(self, scope: str = "token") -> dict[str, Any]:
+        """The balance answer (toapis-models.md §4): a starting balance in USD minus a price
+        per created task, in credits too. scope "token" (/v1/balance) or "user"
+        (/v1/user/balance) only changes the failure message."""
         with self._lock:
-            if self._faults.quota_exhausted:
-                return 0.0
-            return round(max(0.0, START_BALANCE - PRICE_PER_TASK * self._created), 2)
+            faults = self._faults
+            if faults.balance_fails:
+                return {"success": False, "message": BALANCE_FAILED[scope]}
+            used = round(PRICE_PER_TASK * self._created, 4)
+            remain = 0.0 if faults.quota_exhausted else round(max(0.0, START_BALANCE - used), 4)
+            return {
+                "success": True,
+                # -1 when unlimited; the credit fields stay numbers (as in the docs' examples).
+                "remain_balance": -1.0 if faults.unlimited_quota else remain,
+                "used_balance": used,
+                "remain_credits": round(remain * CREDITS_PER_USD, 2),
+                "used_credits": round(used * CREDITS_PER_USD, 2),
+                "credits_per_usd": CREDITS_PER_USD,
+                "unlimited_quota": faults.unlimited_quota,
+            }
 
     def next_unknown_task_answer(self) -> int:
         """Which of the UNKNOWN_TASK_ANSWERS to give next: they take turns, first one first."""

@@ -12,7 +12,9 @@ from typing import Literal, get_args
 PROMPT_SUFFIX = ".prompt.toml"
 DEFAULTS_NAME = ".promptdrop.toml"
 MAX_PROMPT_FILE_BYTES = 65536
-MAX_REFERENCE_BYTES = 10 * 1024 * 1024
+# The API's "10MB" read the strict way (10,000,000 bytes, not 10 MiB): a reference that passes
+# `promptdrop check` is never refused by the server for its size.
+MAX_REFERENCE_BYTES = 10_000_000
 # The most references any model takes, and the default model's prompt limit; each model's own
 # limits are in promptdrop.capabilities.
 MAX_REFERENCES = 14

@@ -34,9 +34,10 @@ def kind_of(mode: int) -> str:
 
 
 def human(n: int) -> str:
-    """A byte count as people read it: bytes, KiB or MB."""
-    if n >= 1024 * 1024:
-        return f"{n / (1024 * 1024):.1f} MB"
+    """A byte count as people read it: bytes, KiB or MB (an MB is 1,000,000 bytes, as the
+    API's "10MB" limit is read)."""
+    if n >= 1_000_000:
+        return f"{n / 1_000_000:.1f} MB"
     if n >= 1024:
         return f"{n / 1024:.1f} KiB"
     return f"{n} bytes"

@@ -79,8 +79,8 @@ def _image_bytes(source: str, lexical: Path, real: Path) -> bytes | Refusal:
         return Refusal(f"reference '{source}' is {kind_of(st.st_mode)}, not an image file")
     if st.st_size > MAX_REFERENCE_BYTES:
         return Refusal(
-            f"reference '{source}' is {human(st.st_size)}; the API takes images up to "
-            "10 MB. Make it smaller"
+            f"reference '{source}' is {st.st_size:,} bytes ({human(st.st_size)}); the API "
+            f"takes images up to 10 MB ({MAX_REFERENCE_BYTES:,} bytes). Make it smaller"
         )
     try:
         return read_bytes(real, MAX_REFERENCE_BYTES, "reference")
