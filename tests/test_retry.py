@@ -140,7 +140,7 @@ def test_a_retryable_failure_waits_before_the_next_try(
 def test_a_lost_submit_answer_is_ambiguous_at_once(attempt: int) -> None:
     step = POLICY.after(LOST, attempt, idempotent=False, draw=0.0)
     assert isinstance(step, Ambiguous) and step.status == 502
-    assert "HTTP 502, a gateway page" in step.message and "promptdrop retry" in step.message
+    assert "HTTP 502, a gateway page" in step.message and "by its business id" in step.message
 
 
 @pytest.mark.parametrize(
