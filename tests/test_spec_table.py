@@ -780,9 +780,9 @@ RULES_CASES = [
         id="zero_poll",
     ),
     pytest.param(
-        '[[rules]]\nname = "a"\npath = "d"\nmax_in_flight = 65\n',
-        "max_in_flight must be a whole number from 1 to 64",
-        id="max_in_flight_65",
+        '[[rules]]\nname = "a"\npath = "d"\nmax_in_flight = 513\n',
+        "max_in_flight must be a whole number from 1 to 512",
+        id="max_in_flight_513",
     ),
     pytest.param(
         '[[rules]]\nname = "a"\npath = "d"\ndaily_budget = 0\n',
