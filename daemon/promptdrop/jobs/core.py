@@ -60,6 +60,9 @@ class EngineOptions:
     # A task the API says it does not know is asked about again over this many seconds
     # before its job fails (see jobs.timing).
     gone_window: float = 60.0
+    # Tasks in flight per rule that sets no max_in_flight (the service sizes it from the
+    # account group: jobs.timing.in_flight_for).
+    in_flight: int = 50
     # Lost answers looked up by business id: how often, how long, and the proof's life.
     lookups: LookupPolicy = field(default_factory=LookupPolicy)
 
