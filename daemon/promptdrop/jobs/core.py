@@ -62,6 +62,9 @@ class EngineOptions:
     gone_window: float = 60.0
     # Lost answers looked up by business id: how often, how long, and the proof's life.
     lookups: LookupPolicy = field(default_factory=LookupPolicy)
+    # `promptdrop pause`: a held job waits for the resume (the daemon), or is left pending for
+    # the next run (False: `watch --once`, which must end).
+    wait_while_paused: bool = True
 
     def pause_backoff(self) -> Backoff:
         """The account pause's policy with this engine's first wait and cap."""

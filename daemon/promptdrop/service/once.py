@@ -9,6 +9,7 @@ for a missing price, or the pass was stopped (1).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ import structlog
 
 from promptdrop.jobs.credits import Verdict
 from promptdrop.jobs.engine import Engine
+from promptdrop.jobs.gate import Gate, paused_rules
 from promptdrop.ledger import FINAL, JobState
 from promptdrop.service.config import WatchOptions
 from promptdrop.service.lifecycle import Flags, installed_signals
@@ -41,6 +43,8 @@ async def run_once(engine: Engine, opts: WatchOptions, scan: Scan) -> int:
 
 
 async def _one_pass(engine: Engine, opts: WatchOptions, scan: Scan, flags: Flags) -> int:
+    # A rule held by `promptdrop pause` keeps its jobs pending for the next run: the pass ends.
+    engine.options = dataclasses.replace(engine.options, wait_while_paused=False)
     engine.resume()
     sources = await _hand_over(engine, opts.rules.rules, scan)
     log.info("scan done", prompt_files=len(sources))
@@ -55,6 +59,14 @@ async def _one_pass(engine: Engine, opts: WatchOptions, scan: Scan, flags: Flags
         log.info(
             "files wait for the next day's budget; run again tomorrow, or keep the daemon running",
             files=waiting,
+        )
+    paused = paused_sources(engine, sources)
+    if paused:
+        log.warning(
+            "files not submitted: their rule is paused by promptdrop pause",
+            files=paused,
+            rules=paused_rules(engine.user_pauses),
+            undo="promptdrop resume",
         )
     held = held_sources(engine, sources)
     if held:
@@ -145,13 +157,32 @@ def held_sources(engine: Engine, sources: list[Path]) -> int:
     return n
 
 
+def paused_sources(engine: Engine, sources: list[Path]) -> int:
+    """How many of `sources` have a job left pending because `promptdrop pause` holds it."""
+    n = 0
+    for path in sources:
+        src = engine.ledger.get_source(path)
+        if src is None or src.status != "active" or not src.request_hash:
+            continue
+        jobs = engine.ledger.jobs_for_request(src.request_hash)
+        if any(j.image_index <= (src.image_count or 1) and engine.paused_by_user(j) for j in jobs):
+            n += 1
+    return n
+
+
 def all_done(engine: Engine, sources: list[Path]) -> bool:
-    """Whether every source is valid and each of its jobs is done or waiting for the budget."""
+    """Whether every source is valid and each of its jobs is done, or waits for the budget or
+    for `promptdrop resume`."""
     ok = True
     for path in sources:
         status, states = jobs_of(engine, path)
-        # Waiting for tomorrow's budget is not a failure: the rule asked for it.
-        if status != "active" or any(s not in (JobState.DONE, JobState.WAITING) for s in states):
+        src = engine.ledger.get_source(path)
+        # Waiting for tomorrow's budget or a resume is not a failure: the user asked for it.
+        fine = [JobState.DONE, JobState.WAITING]
+        gate = engine.submit_decision(src.rule).gate if src is not None else Gate.GO
+        if gate in (Gate.RULE_PAUSED, Gate.ALL_PAUSED):
+            fine += [JobState.PENDING, JobState.UPLOADING]
+        if status != "active" or any(s not in fine for s in states):
             ok = False
     return ok
 
