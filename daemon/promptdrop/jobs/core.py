@@ -90,6 +90,9 @@ class EngineObserver(Protocol):
     def task_done(self, seconds: float) -> None:
         """A task's image was written `seconds` after it was submitted."""
 
+    def job_finished(self, job_id: int, state: JobState) -> None:
+        """A job reached a final state (done, failed, ambiguous)."""
+
 
 class EngineCore(Limits, ABC):
     """The engine's state and the table-driven move; the mixins build on it."""
@@ -315,6 +318,8 @@ class EngineCore(Limits, ABC):
             self._submitted_at.pop(job.id, None)
             self._claimed.discard(job.id)
             self._gone.pop(job.id, None)
+            for observer in self._observers:
+                observer.job_finished(job.id, dst)
         return moved
 
     async def _wait_unpaused(self) -> None:
