@@ -35,10 +35,12 @@ class UserPauses(EngineCore):
 
     user_pauses: dict[str, float]  # rule (or ALL_RULES) -> since
     _pauses_changed: asyncio.Event
+    _told_held: set[int]  # jobs whose hold was logged (once each, per change of the pauses)
 
     def _init_user_pauses(self) -> None:
         self.user_pauses = {}
         self._pauses_changed = asyncio.Event()
+        self._told_held = set()
         self.refresh_pauses()
 
     def refresh_pauses(self) -> bool:
@@ -50,12 +52,13 @@ class UserPauses(EngineCore):
         began = sorted(set(now) - set(self.user_pauses))
         ended = sorted(set(self.user_pauses) - set(now))
         self.user_pauses = now
+        self._told_held.clear()
         for rule in began:
             log.warning(
                 "submissions paused by promptdrop pause; polls and downloads go on",
                 rule="all rules" if rule == ALL_RULES else rule,
                 since=local_time(now[rule]),
-                undo="promptdrop resume" + ("" if rule == ALL_RULES else f" {rule}"),
+                fix="promptdrop resume" + ("" if rule == ALL_RULES else f" {rule}"),
             )
         for rule in ended:
             log.info(
@@ -81,6 +84,14 @@ class UserPauses(EngineCore):
         go on, False on a stop, or at once when this engine does not wait for a resume
         (`--once`: the job stays pending for the next run)."""
         while self.paused_by_user(job):
+            if job.id not in self._told_held:
+                self._told_held.add(job.id)
+                sources = self._live_sources(job)
+                log.info(
+                    "not submitted while paused by promptdrop pause",
+                    source=str(sources[0]) if sources else None,
+                    rule=job.rule,
+                )
             if self.stopping or not self.options.wait_while_paused:
                 return False
             changed = self._pauses_changed
