@@ -71,3 +71,17 @@ def test_an_unknown_shell_is_a_usage_error(tmp_path: Path) -> None:
     done = cli("completion", "powershell", env={}, cwd=tmp_path)
     assert done.returncode == 2
     assert "invalid choice: 'powershell'" in done.stderr
+
+
+@pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed")
+def test_the_fish_script_completes_a_command_name(tmp_path: Path) -> None:
+    script = tmp_path / "promptdrop.fish"
+    script.write_text(cli("completion", "fish", env={}, cwd=tmp_path).stdout, encoding="utf-8")
+    assert subprocess.run(["fish", "-n", str(script)], capture_output=True).returncode == 0
+    done = subprocess.run(
+        ["fish", "--no-config", "-c", f"source {script}; complete -C 'promptdrop pa'"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [line.split("\t")[0] for line in done.stdout.splitlines()] == ["pause"]
