@@ -8,7 +8,7 @@ outcome (`jobs.outcomes`), and hands it to `_apply`, which looks the move up in 
 The engine is put together from one mixin per concern, all on `jobs.core.EngineCore` (the
 shared state and the table-driven move, on `jobs.limits.Limits`, the daily budgets and credits
 left): `Intake` (prompt files) on `Delivery` (writing images), `Waiting` (jobs held by those
-limits) and `Leases` (a shared ledger). Mixins rather than
+limits), `Leases` (a shared ledger) and `UserPauses` (`promptdrop pause`). Mixins rather than
 separate objects because those concerns share one job's state and one move; parts with state
 of their own (`Uploads`, `AccountPause`) are separate objects.
 """
@@ -50,6 +50,7 @@ from promptdrop.jobs.outcomes import (
 from promptdrop.jobs.pausing import Pause
 from promptdrop.jobs.settle import Settling
 from promptdrop.jobs.uploads import Uploads
+from promptdrop.jobs.user_pauses import UserPauses
 from promptdrop.jobs.waiting import Waiting
 from promptdrop.ledger import (
     FINAL,
@@ -76,7 +77,7 @@ S = JobState
 log = structlog.get_logger("promptdrop.engine")
 
 
-class Engine(Intake, Waiting, Leases, Settling):
+class Engine(Intake, Waiting, Leases, Settling, UserPauses):
     """Turns settled prompt files into jobs and jobs into images."""
 
     def __init__(
@@ -97,6 +98,7 @@ class Engine(Intake, Waiting, Leases, Settling):
         self._init_settling()
         # (model, resolution) -> recent task times in seconds, for the learned first poll.
         self._task_times: dict[tuple[str, str], deque[float]] = {}
+        self._init_user_pauses()
 
     def update_rules(self, rules: list[RuleConfig], prices: Prices | None = None) -> None:
         """Take new rules and prices (a reload) without touching running jobs.
@@ -169,6 +171,7 @@ class Engine(Intake, Waiting, Leases, Settling):
         """Stop taking work; let POSTs on the wire and file writes finish; cancel the rest."""
         self.stopping = True
         self._account.release()
+        self._wake_paused()
         if self._budget_timer is not None:
             self._budget_timer.cancel()
         if self._lease_timer is not None:
@@ -191,6 +194,9 @@ class Engine(Intake, Waiting, Leases, Settling):
             job=job.id, source=str(sources[0]) if sources else None, task=job.task_id
         )
         try:
+            # Held by `promptdrop pause`: wait before taking a slot, so running tasks keep theirs.
+            if not await self._wait_resumed(job):
+                return
             if slot is None:
                 await self._drive(job_id)
             else:
@@ -232,6 +238,8 @@ class Engine(Intake, Waiting, Leases, Settling):
                 await self._poll(job)
             elif job.state is S.DOWNLOADING:
                 await self._download(job)
+            elif self.paused_by_user(job):
+                return  # `promptdrop pause`: left pending; the daemon's loop launches it again
             else:
                 await self._submit(job)
 
@@ -239,7 +247,7 @@ class Engine(Intake, Waiting, Leases, Settling):
 
     async def _submit(self, job: Job) -> None:
         await self._wait_unpaused()
-        if self.stopping:
+        if self.stopping or self.paused_by_user(job):
             return
         if self.verdict(job) is not Verdict.GO:
             await self._apply(job, self._budget_spent(job))  # before uploading: not now
