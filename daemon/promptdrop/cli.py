@@ -353,6 +353,36 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, not at exit: a reader gone meanwhile is caught below
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _closed_pipe()
+    except Exception as exc:
+        return _internal_error(exc, args)
+
+
+def _closed_pipe() -> int:
+    from promptdrop.commands.failure import closed_pipe
+
+    return closed_pipe()
+
+
+def _internal_error(exc: Exception, args: argparse.Namespace) -> int:
+    """The last line of defence: one line on stderr (the key masked), the traceback only
+    with PROMPTDROP_DEBUG=1; exit 1."""
+    import os
+    import traceback
+
+    from promptdrop.commands.failure import debugging, internal_error_line, masked, secrets
+
+    hidden = secrets(getattr(args, "api_key_file", None), os.environ)
+    try:
+        if debugging(os.environ):
+            print(masked("".join(traceback.format_exception(exc)), hidden), file=sys.stderr)
+        print(internal_error_line(exc, hidden), file=sys.stderr)
+    except OSError:
+        pass  # stderr itself is gone: the exit code is all that is left to say it
+    return 1
