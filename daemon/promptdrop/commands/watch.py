@@ -15,12 +15,16 @@ from pathlib import Path
 from typing import TextIO
 
 from promptdrop import logs
-from promptdrop.api import DEFAULT_BASE_URL
 from promptdrop.commands.existing import state_dir_or_default
 from promptdrop.jobs.engine import EngineOptions
 from promptdrop.jobs.lookups import policy_from
 from promptdrop.ledger import LedgerUnavailable
-from promptdrop.service.config import ConfigError, WatchOptions, resolve_api_key
+from promptdrop.service.config import (
+    ConfigError,
+    WatchOptions,
+    resolve_api_key,
+    resolve_base_url,
+)
 from promptdrop.service.lifecycle import AlreadyRunning
 from promptdrop.service.runner import run
 from promptdrop.spec import RulesFile, SpecError, read_rules, rules_for_folders
@@ -85,7 +89,7 @@ def watch_options(args: WatchArgs) -> WatchOptions:
         rules=rules,
         state_dir=state_dir_or_default(args.state_dir),
         api_key=key,
-        base_url=os.environ.get("TOAPIS_BASE_URL") or rules.api.base_url or DEFAULT_BASE_URL,
+        base_url=resolve_base_url(rules.api),
         once=args.once,
         progress=args.once and sys.stderr.isatty(),
         engine=EngineOptions(
@@ -97,6 +101,7 @@ def watch_options(args: WatchArgs) -> WatchOptions:
         reload_rules=lambda: rules_loader(args),
         metrics=_metrics_address(args.metrics),
         ledger=args.ledger or rules.ledger,
+        from_rules_file=args.rules is not None,
     )
 
 
