@@ -7,6 +7,7 @@ error the user must fix into one line on stderr and exit code 2.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -66,6 +67,27 @@ def rules_loader(args: WatchArgs) -> RulesFile:
     raise _Usage("promptdrop watch: name a folder to watch, or a rules file with --rules")
 
 
+def seconds_problem(option: str, value: float | None, *, most: float) -> str | None:
+    """What is wrong with a number of seconds given on the command line (None: nothing, or
+    not given): it must be a finite number above 0 and at most `most`."""
+    if value is None or (math.isfinite(value) and 0 < value <= most):
+        return None
+    return (
+        f"promptdrop watch: {option} must be a number of seconds above 0 and at most "
+        f"{most:g}; it is {value:g}"
+    )
+
+
+def _check_numbers(args: WatchArgs) -> None:
+    for option, value, most in (
+        ("--poll-interval", args.poll_interval, 3600.0),  # the download link lives 24 hours
+        ("--lease-time", args.lease_time, 86400.0),
+    ):
+        problem = seconds_problem(option, value, most=most)
+        if problem is not None:
+            raise _Usage(problem)
+
+
 def _metrics_address(text: str | None) -> tuple[str, int] | None:
     if not text:
         return None
@@ -80,6 +102,7 @@ def _metrics_address(text: str | None) -> tuple[str, int] | None:
 def watch_options(args: WatchArgs) -> WatchOptions:
     """The daemon's options; the key is registered with the log filter before it is used.
     Raises _Usage, SpecError, ConfigError."""
+    _check_numbers(args)
     rules = rules_loader(args)
     key = resolve_api_key(args.api_key_file)
     if not key:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import threading
@@ -143,6 +144,14 @@ def run_from_args(args: argparse.Namespace) -> int:
         else:
             files_port = args.port + 1 if args.port else 0
         problem = ports_problem(args.port, files_port, given=args.files_port is not None)
+        for option, value in (
+            ("--latency", args.latency),
+            ("--jitter", args.jitter),
+            ("--result-ttl", args.result_ttl),
+            ("--upload-ttl", args.upload_ttl),
+        ):
+            if value is not None and not math.isfinite(value):
+                problem = problem or f"{option} must be a number of seconds, not {value}"
         if problem is not None:
             raise ValueError(problem)
         config = EmulatorConfig(

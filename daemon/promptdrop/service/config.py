@@ -204,6 +204,22 @@ def root_refusal(
     return None
 
 
+def ledger_problem(location: object, exc: Exception) -> str:
+    """Why the SQLite ledger at `location` cannot be opened, for an sqlite3 error `exc`, and
+    what to do (never "delete it": it is the record of what was paid)."""
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return (
+            f"the ledger {location} is damaged or not a promptdrop ledger ({text}): restore "
+            "it from a backup, or give --state-dir another folder (a new ledger there does "
+            "not know what was already paid)"
+        )
+    return (
+        f"cannot open the ledger {location} ({text}): check that its folder is on local disk "
+        "and that you may write it, or give --state-dir another folder"
+    )
+
+
 def missing_folders(rules: Iterable[RuleConfig]) -> list[RuleConfig]:
     """The rules whose watched folder is not a folder (this stats each root: run it off the
     event loop, a root may be on a slow share)."""

@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import os
 import signal
+import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import structlog
 
 from promptdrop.jobs.engine import Engine
 from promptdrop.ledger import (
+    LEDGER_NAME,
     LedgerBase,
     LedgerUnavailable,
     LedgerUrlError,
@@ -35,6 +37,7 @@ from promptdrop.outputs import cleanup_temps
 from promptdrop.service.config import (
     ConfigError,
     WatchOptions,
+    ledger_problem,
     root_kind,
     root_refusal,
     state_dir_problem,
@@ -146,6 +149,8 @@ def open_for(opts: WatchOptions, notifier: Notifier) -> tuple[LedgerBase, str | 
         )
     except (LedgerUrlError, LedgerUnavailable) as exc:
         raise ConfigError(str(exc)) from None
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(ledger_problem(opts.state_dir / LEDGER_NAME, exc)) from None
     # Shared: claims name this daemon; other hosts' live work is left to them.
     host = default_host_id(opts.state_dir) if opts.ledger else None
     return ledger, host
