@@ -348,7 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        _flush()  # --help and --version wrote to stdout: a closed pipe must end quietly too
+        raise
+    except BrokenPipeError:
+        return _closed_pipe()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -393,6 +399,13 @@ def _empty_value(args: argparse.Namespace) -> str | None:
         if any(isinstance(v, str) and not v.strip() for v in values):
             return f"{shown} is empty: {fix}"
     return None
+
+
+def _flush() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise SystemExit(_closed_pipe()) from None
 
 
 def _closed_pipe() -> int:

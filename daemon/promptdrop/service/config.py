@@ -89,8 +89,15 @@ _MAX_KEY_FILE = 64 * 1024  # far more than any key; /dev/zero must not fill the 
 def _read_key(path: Path) -> str:
     """The key a file holds, stripped. Raises OSError, or ConfigError when it is too large
     or not text."""
-    with path.open("rb") as f:
-        data = f.read(_MAX_KEY_FILE + 1)
+    # Opened without blocking, then read blocking: a named pipe nobody writes to reads as
+    # empty rather than hanging, while `--api-key-file <(pass show toapis)` still works.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(_MAX_KEY_FILE + 1)
+    finally:
+        os.close(fd)
     if len(data) > _MAX_KEY_FILE:
         raise ConfigError(f"the API key file {path} is too large to hold an API key")
     try:
