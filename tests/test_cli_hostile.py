@@ -425,6 +425,13 @@ CASES = [
         2,
         ("is a file, not a folder", "promptdrop check"),
     ),
+    Case(
+        "watch-rules-root-a-file",
+        ("watch", "--rules", "{w}/rootfile.rules.toml"),
+        2,
+        ("afile is a file, not a folder (rule 'f')",),
+        setup=_rules("rootfile.rules.toml", '[[rules]]\nname = "f"\npath = "{w}/afile"\n'),
+    ),
     Case("watch-nothere", ("watch", "{w}/nothere"), 2, ("does not exist", "mkdir -p")),
     Case("watch-empty", ("watch", ""), 2, ("FOLDER is empty",)),
     Case("watch-nothing", ("watch",), 2, ("name a folder to watch",)),

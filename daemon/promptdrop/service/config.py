@@ -197,10 +197,10 @@ def root_refusal(
     if kind == "folder":
         return None
     if kind == "file":
-        return (
-            f"{path} is a file, not a folder (rule {rule.name!r}): watch takes folders; to "
-            f"check a prompt file, run: promptdrop check {path}"
-        )
+        text = f"{path} is a file, not a folder (rule {rule.name!r}): watch takes folders"
+        if str(path).endswith(".prompt.toml"):
+            text += f"; to check a prompt file, run: promptdrop check {path}"
+        return text
     if not from_rules_file:
         return f"the folder {path} does not exist: check its name, or create it (mkdir -p {path})"
     if once:
