@@ -634,6 +634,7 @@ def test_a_hostile_command_line_gets_one_plain_line(
         ("--version",),
         ("--help",),
         ("retry", "--help"),
+        (),
     ],
 )
 def test_a_closed_pipe_ends_quietly(args: tuple[str, ...], world: Path) -> None:
@@ -655,10 +656,10 @@ def test_a_closed_pipe_ends_quietly(args: tuple[str, ...], world: Path) -> None:
         os.close(write)
     CAPTURED.append((f"promptdrop {' '.join(args)} (closed pipe)", done.stderr))
     assert done.stderr == ""
-    # --help and --version: argparse says nothing about a reader that went away either.
-    assert done.returncode in (
-        (EXIT_CLOSED_PIPE, 0) if "--help" in args or "--version" in args else (EXIT_CLOSED_PIPE,)
-    )
+    # --help, --version and the bare command's help: argparse swallows the failed write, so
+    # they may end with their own code; what matters is that nothing is said.
+    helps = not args or "--help" in args or "--version" in args
+    assert done.returncode in ((EXIT_CLOSED_PIPE, 0, 2) if helps else (EXIT_CLOSED_PIPE,))
 
 
 _RAISER = """

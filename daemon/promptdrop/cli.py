@@ -357,8 +357,11 @@ def main(argv: list[str] | None = None) -> int:
         return _closed_pipe()
     if not getattr(args, "func", None):
         parser.print_help()
+        _flush()
         return 2
-    empty = _empty_value(args)
+    from promptdrop.commands.failure import empty_argument
+
+    empty = empty_argument(args)
     if empty is not None:
         print(f"promptdrop {args.command}: {empty}", file=sys.stderr)
         return 2
@@ -372,33 +375,6 @@ def main(argv: list[str] | None = None) -> int:
         return _closed_pipe()
     except Exception as exc:
         return _internal_error(exc, args)
-
-
-# The arguments that name a file, a folder or an address: an empty one would silently mean
-# the current folder (Path("") is ".") or nothing at all, never what was meant.
-_FILE = "name a file or a folder"
-_ADDRESS = "give an address, or leave the option out"
-_NAMED = {
-    "paths": ("PATH", _FILE),
-    "folders": ("FOLDER", _FILE),
-    "path": ("PATH", _FILE),
-    "folder": ("FOLDER", _FILE),
-    "rules": ("--rules", "name a rules file, or leave the option out"),
-    "state_dir": ("--state-dir", "name a folder, or leave the option out"),
-    "api_key_file": ("--api-key-file", "name the file holding the key, or leave the option out"),
-    "metrics": ("--metrics", _ADDRESS),
-    "ledger": ("--ledger", _ADDRESS),
-}
-
-
-def _empty_value(args: argparse.Namespace) -> str | None:
-    """What to say when an argument naming a file, folder or address is an empty string."""
-    for attr, (shown, fix) in _NAMED.items():
-        value = getattr(args, attr, None)
-        values = value if isinstance(value, list) else [value]
-        if any(isinstance(v, str) and not v.strip() for v in values):
-            return f"{shown} is empty: {fix}"
-    return None
 
 
 def _flush() -> None:

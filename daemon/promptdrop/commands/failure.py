@@ -1,12 +1,13 @@
 """The command line's last line of defence: what a command that failed unexpectedly, or whose
 reader went away, leaves on the terminal.
 
-The words are pure functions (`internal_error_line`, `masked`); `closed_pipe` and `secrets` are
-the small bits of I/O around them that `cli.main` calls.
+The words are pure functions (`internal_error_line`, `masked`, `empty_argument`); `closed_pipe`
+and `secrets` are the small bits of I/O around them that `cli.main` calls.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
@@ -18,6 +19,33 @@ DEBUG_VARIABLE = "PROMPTDROP_DEBUG"
 # What a shell reports for a program that a closed pipe stopped (128 + SIGPIPE), as `yes | head`.
 EXIT_CLOSED_PIPE = 128 + signal.SIGPIPE.value
 _MAX_DETAIL = 300  # an exception's text beyond this is cut: the line must stay one line
+
+
+# The arguments that name a file, a folder or an address: an empty one would silently mean
+# the current folder (Path("") is ".") or nothing at all, never what was meant.
+_FILE = "name a file or a folder"
+_ADDRESS = "give an address, or leave the option out"
+_NAMED = {
+    "paths": ("PATH", _FILE),
+    "folders": ("FOLDER", _FILE),
+    "path": ("PATH", _FILE),
+    "folder": ("FOLDER", _FILE),
+    "rules": ("--rules", "name a rules file, or leave the option out"),
+    "state_dir": ("--state-dir", "name a folder, or leave the option out"),
+    "api_key_file": ("--api-key-file", "name the file holding the key, or leave the option out"),
+    "metrics": ("--metrics", _ADDRESS),
+    "ledger": ("--ledger", _ADDRESS),
+}
+
+
+def empty_argument(args: argparse.Namespace) -> str | None:
+    """What to say when an argument naming a file, folder or address is an empty string."""
+    for attr, (shown, fix) in _NAMED.items():
+        value = getattr(args, attr, None)
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and not v.strip() for v in values):
+            return f"{shown} is empty: {fix}"
+    return None
 
 
 def masked(text: str, secrets: Iterable[str]) -> str:
