@@ -428,11 +428,61 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        _flush()  # --help and --version wrote to stdout: a closed pipe must end quietly too
+        raise
+    except BrokenPipeError:
+        return _closed_pipe()
     if not getattr(args, "func", None):
         parser.print_help()
+        _flush()
+        return 2
+    from promptdrop.commands.failure import empty_argument
+
+    empty = empty_argument(args)
+    if empty is not None:
+        print(f"promptdrop {args.command}: {empty}", file=sys.stderr)
         return 2
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, not at exit: a reader gone meanwhile is caught below
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _closed_pipe()
+    except Exception as exc:
+        return _internal_error(exc, args)
+
+
+def _flush() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise SystemExit(_closed_pipe()) from None
+
+
+def _closed_pipe() -> int:
+    from promptdrop.commands.failure import closed_pipe
+
+    return closed_pipe()
+
+
+def _internal_error(exc: Exception, args: argparse.Namespace) -> int:
+    """The last line of defence: one line on stderr (the key masked), the traceback only
+    with PROMPTDROP_DEBUG=1; exit 1."""
+    import os
+    import traceback
+
+    from promptdrop.commands.failure import debugging, internal_error_line, masked, secrets
+
+    hidden = secrets(getattr(args, "api_key_file", None), os.environ)
+    try:
+        if debugging(os.environ):
+            print(masked("".join(traceback.format_exception(exc)), hidden), file=sys.stderr)
+        print(internal_error_line(exc, hidden), file=sys.stderr)
+    except OSError:
+        pass  # stderr itself is gone: the exit code is all that is left to say it
+    return 1

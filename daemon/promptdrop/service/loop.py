@@ -26,7 +26,7 @@ from promptdrop.backoff import DISK_FULL
 from promptdrop.jobs.engine import Engine
 from promptdrop.jobs.gate import paused_rules
 from promptdrop.ledger import JobState, disk_full
-from promptdrop.service.config import WatchOptions, engine_options, missing_folders
+from promptdrop.service.config import WatchOptions, engine_options, root_kind
 from promptdrop.service.lifecycle import Flags, installed_signals, shutdown
 from promptdrop.service.sdnotify import Notifier
 from promptdrop.spec import RuleConfig, RulesFile, SpecError
@@ -127,13 +127,21 @@ def load_new_rules(reload_rules: Callable[[], RulesFile]) -> RulesFile | None:
             "cannot read the rules file; keeping the rules in use", error=exc.strerror or str(exc)
         )
         return None
-    missing = [str(r.path) for r in missing_folders(rules.rules)]
-    if missing:
+    kinds = [(r, root_kind(Path(r.path))) for r in rules.rules]
+    files = [str(r.path) for r, kind in kinds if kind == "file"]
+    if files:
         log.error(
-            "a watched folder in the new rules does not exist; keeping the rules in use",
-            folders=missing,
+            "a watched folder in the new rules is a file, not a folder; keeping the rules in use",
+            folders=files,
         )
         return None
+    for rule, kind in kinds:
+        if kind == "missing":  # the rules file's folders need not exist yet: waited for
+            log.warning(
+                "the watched folder does not exist yet; waiting for it to appear",
+                rule=rule.name,
+                folder=str(rule.path),
+            )
     return rules
 
 
