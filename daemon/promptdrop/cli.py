@@ -326,6 +326,70 @@ def _add_emulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.set_defaults(func=_cmd_emulator)
 
 
+def _cmd_init(args: argparse.Namespace) -> int:
+    from promptdrop.commands.init import run_init
+
+    return run_init(Path(args.folder), sys.stdout, sys.stderr)
+
+
+def _add_init(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "init",
+        help="write a starter rules file, a drop folder and an example prompt",
+        description="Write FOLDER/promptdrop.rules.toml (commented) watching FOLDER/drop, "
+        "and an example prompt file in FOLDER/drop, then print the commands to run next. "
+        "Never overwrites: when any of these files exists, nothing is written (exit 1).",
+    )
+    p.add_argument(
+        "folder", nargs="?", default=".", help="where to start (default: the current folder)"
+    )
+    p.set_defaults(func=_cmd_init)
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    import time
+
+    from promptdrop.commands.history import run_history
+
+    return run_history(
+        [Path(f) for f in args.folders],
+        since=args.since,
+        as_json=args.json,
+        rules_path=_path(args.rules),
+        state_dir=_path(args.state_dir),
+        ledger_url=args.ledger,
+        now=time.time(),
+        out=sys.stdout,
+        err=sys.stderr,
+    )
+
+
+def _add_history(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "history",
+        help="every paid task, newest first, and what was spent per rule and per day",
+        description="List every paid task in the ledger, newest first: local time, state "
+        "(done, failed, running, ambiguous, or refunded when the API proved it created "
+        "nothing), rule, prompt file, its images now, task id, model, size and resolution; "
+        "then the tasks per rule and per day, and their credits with --rules when the rules "
+        "file has [prices].",
+    )
+    p.add_argument(
+        "folders", nargs="*", metavar="FOLDER", help="only tasks of prompt files under it"
+    )
+    p.add_argument(
+        "--since",
+        metavar="DATE",
+        help="only tasks sent from then on: 2026-12-01, 2026-12-01T09:30, today, yesterday, "
+        "7d, 12h",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object: tasks and totals")
+    p.add_argument("--rules", metavar="FILE", help="price the tasks by this rules file's [prices]")
+    _state_dir_option(p)
+    _ledger_option(p)
+    p.set_defaults(func=_cmd_history)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="promptdrop",
@@ -343,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_schema(sub)
     _add_models(sub)
     _add_emulator(sub)
+    _add_init(sub)
+    _add_history(sub)
     return parser
 
 
