@@ -33,6 +33,8 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     from promptdrop import logs
     from promptdrop.commands.watch import WatchArgs, run_watch
 
+    if args.dry_run:
+        return _cmd_dry_run(args)
     logs.configure(json=None if args.log_format == "auto" else args.log_format == "json")
     watch = WatchArgs(
         folders=[Path(f) for f in args.folders],
@@ -204,7 +206,32 @@ def _add_watch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="with --ledger: how soon another host takes over the jobs of one that "
         "stopped (default 30)",
     )
+    _add_dry_run(p)
     p.set_defaults(func=_cmd_watch)
+
+
+def _cmd_dry_run(args: argparse.Namespace) -> int:
+    from promptdrop.commands.dryrun import run_dry_watch
+
+    return run_dry_watch(
+        [Path(f) for f in args.folders],
+        _path(args.rules),
+        _path(args.state_dir),
+        args.ledger,
+        sys.stdout,
+        sys.stderr,
+    )
+
+
+def _add_dry_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="implies --once: read, check and plan every prompt file as watch would, and "
+        "print what would be submitted (tasks, uploads, credits) without calling the API, "
+        "without a key, and without writing to the folders or the ledger; exit 1 when a "
+        "file is invalid",
+    )
 
 
 def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
