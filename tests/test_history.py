@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import pgserver
 from harness import cli, daemon_env
 from promptdrop.api import TaskState
 from promptdrop.commands.history import (
@@ -23,7 +24,11 @@ from promptdrop.commands.history import (
 )
 from promptdrop.jobs.outcomes import Kind, Outcome
 from promptdrop.jobs.table import Effect, lookup
-from promptdrop.ledger import LEDGER_NAME, Job, JobState, Ledger
+from promptdrop.ledger import LEDGER_NAME, Job, JobState, Ledger, LedgerBase
+from promptdrop.ledger.postgres import PostgresLedger
+
+pg_server = pgserver.pg_server  # the fixtures, for the shared ledger's test
+pg_url = pgserver.pg_url
 
 S = JobState
 K = Kind
@@ -48,7 +53,7 @@ def _task(task_id: str) -> TaskState:
     return TaskState(task_id, "running", "queued", None, None, None, None, {"id": task_id})
 
 
-def drive(ledger: Ledger, job: Job, steps: Sequence[Kind | tuple[Kind, str]]) -> Job:
+def drive(ledger: LedgerBase, job: Job, steps: Sequence[Kind | tuple[Kind, str]]) -> Job:
     """Move `job` as the engine would for each outcome: the table's next state and its ledger
     note, the intent counted where the row counts one, the task id recorded where it records
     one. A step is a Kind, or (Kind, task id) for answers naming a task."""
@@ -70,13 +75,13 @@ def drive(ledger: Ledger, job: Job, steps: Sequence[Kind | tuple[Kind, str]]) ->
     return job
 
 
-def retry(ledger: Ledger, job: Job) -> Job:
+def retry(ledger: LedgerBase, job: Job) -> Job:
     """`promptdrop retry` (with --force for a done job): a final job back to PENDING."""
     return ledger.transition(job.id, job.state, S.PENDING, detail="promptdrop retry --force")
 
 
 def new_job(
-    ledger: Ledger, folder: Path, name: str, *, model: str = FLASH, resolution: str = "1K"
+    ledger: LedgerBase, folder: Path, name: str, *, model: str = FLASH, resolution: str = "1K"
 ) -> Job:
     request = {"model": model, "prompt": name, "size": "16:9", "resolution": resolution}
     (job,) = ledger.take_up(
@@ -90,7 +95,7 @@ def new_job(
     return job
 
 
-def write_image(ledger: Ledger, job: Job, path: Path) -> None:
+def write_image(ledger: LedgerBase, job: Job, path: Path) -> None:
     path.write_bytes(b"image")
     source = path.with_name(path.name.split(".")[0].split("-v")[0] + ".prompt.toml")
     ledger.record_output(path, job=job, source_path=source, sha256="sha", fmt="png")
@@ -198,7 +203,7 @@ def test_a_job_adopted_from_the_folder_paid_nothing_and_is_not_listed(
 # --- totals -----------------------------------------------------------------------------------
 
 
-def _mixed(ledger: Ledger, tmp_path: Path) -> None:
+def _mixed(ledger: LedgerBase, tmp_path: Path) -> None:
     drive(ledger, new_job(ledger, tmp_path, "a"), DONE_STEPS)
     drive(ledger, new_job(ledger, tmp_path, "b"), [K.READY, K.REJECTED])
     drive(ledger, new_job(ledger, tmp_path, "c", model=PRO, resolution="4K"), DONE_STEPS)
@@ -219,6 +224,20 @@ def test_the_totals_agree_with_the_ledgers_own_spending_counts(
     spent = ledger.credits_since(0.0, None, lambda r: price[r["model"]])
     assert summed["all"]["credits"] == spent == 8 + 48 + 8 + 8
     assert summed["rules"]["drop"]["states"] == {"ambiguous": 1, "done": 3, "refunded": 2}
+
+
+def test_the_shared_ledger_gives_the_same_history(pg_url: str, tmp_path: Path) -> None:
+    """PostgreSQL (`--ledger`): the same tasks, states and totals as SQLite."""
+    with PostgresLedger(pg_url, clock=Clock(DAY)) as shared:
+        _mixed(shared, tmp_path)
+        rows = history_rows(shared, prices=PRICES, tz=UTC)
+        assert totals(rows, priced=True)["all"]["tasks"] == shared.spent_since(0.0) == 4
+    with Ledger(tmp_path / "local" / LEDGER_NAME, clock=Clock(DAY)) as local:
+        _mixed(local, tmp_path)
+        alike = history_rows(local, prices=PRICES, tz=UTC)
+    assert [(r.state, r.task_id, r.credits) for r in select(rows, since=None, folders=[])] == [
+        (r.state, r.task_id, r.credits) for r in select(alike, since=None, folders=[])
+    ]
 
 
 def test_totals_per_day_follow_the_local_date_of_each_submission(
