@@ -332,7 +332,8 @@ def print_plan(plans: Sequence[FilePlan], out: TextIO, *, priced: bool, fresh: b
     for fp in plans:
         out.write(file_line(fp, shown, priced=priced) + "\n")
         for problem in fp.problems:
-            out.write(f"  {problem}\n")
+            # Named as the file line names it (the problem carries the full path).
+            out.write(f"  {shown(fp.path)}{problem.removeprefix(str(fp.path))}\n")
     total = summary(plans, priced=priced)
     line = (
         f"would submit {_n(total['tasks'], 'task')} for {_n(total['files_to_submit'], 'file')}"
