@@ -219,3 +219,27 @@ def test_a_running_daemons_ledger_is_read_without_creating_files_beside_it(
     assert "nothing to pay, 1 made already" in done.stdout
     assert sorted(os.listdir(state)) == names
     assert CANARY not in done.stdout + done.stderr
+
+
+def test_wrong_input_is_one_line_and_never_a_traceback(tmp_path: Path) -> None:
+    """A folder that is not there or is a file (exit 2), a ledger that is not one (exit 1)."""
+    env = daemon_env("http://127.0.0.1:9", key=None)
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "drop").mkdir()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "ledger.sqlite3").write_text("not a database")
+    cases = [
+        (("watch", "--dry-run", "nothere"), 2, "does not exist"),
+        (("watch", "--dry-run", "file"), 2, "is not a folder"),
+        (("watch", "--dry-run"), 2, "name a folder"),
+        (("watch", "--dry-run", "--rules", "nothere.toml"), 2, "not found"),
+        (("watch", "--dry-run", "drop", "--state-dir", str(broken)), 1, "cannot read the ledger"),
+        (("watch", "--dry-run", "drop", "--ledger", "ftp://x"), 1, "PostgreSQL URL"),
+        (("history", "--state-dir", str(broken)), 1, "cannot read the ledger"),
+    ]
+    for args, code, words in cases:
+        done = cli(*args, env=env, cwd=tmp_path)
+        assert (done.returncode, done.stdout) == (code, ""), args
+        assert words in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert "Traceback" not in done.stderr

@@ -194,7 +194,12 @@ class ReadOnlyLedger(Ledger):
         wal = os.path.exists(f"{self.path}-wal")
         uri = f"file:{quoted}?" + ("mode=ro" if wal else "immutable=1")
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30.0)
-        conn.execute("PRAGMA query_only=ON")
+        try:
+            conn.execute("PRAGMA query_only=ON")
+            conn.execute("SELECT 1 FROM jobs LIMIT 1")  # a file that is no ledger fails here
+        except sqlite3.Error:
+            conn.close()
+            raise
         from sqlite_utils import Database
 
         self.db = Database(conn, execute_plugins=False)
@@ -418,6 +423,11 @@ def run_dry_watch(
     except SpecError as exc:
         print(str(exc), file=err)
         return 2
+    for rule in rules.rules if folders and rules_path is None else []:
+        if not Path(rule.path).is_dir():
+            what = "is not a folder" if os.path.lexists(rule.path) else "does not exist"
+            print(f"promptdrop watch --dry-run: {rule.path} {what}", file=err)
+            return 2
     try:
         return run_dry(rules, state_dir_or_default(state_dir), ledger_url or rules.ledger, out, err)
     except (LedgerUrlError, LedgerUnavailable, sqlite3.Error) as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
@@ -336,7 +337,14 @@ def total_words(total: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def print_history(rows: Sequence[TaskRow], out: TextIO, *, as_json: bool, priced: bool) -> None:
+def print_history(
+    rows: Sequence[TaskRow],
+    out: TextIO,
+    *,
+    as_json: bool,
+    priced: bool,
+    folders: Sequence[Path] = (),
+) -> None:
     """The selected rows and their totals, as text or as one JSON object."""
     summed = totals(rows, priced=priced)
     if as_json:
@@ -344,7 +352,8 @@ def print_history(rows: Sequence[TaskRow], out: TextIO, *, as_json: bool, priced
         out.write("\n")
         return
     if not rows:
-        out.write("no paid tasks\n")
+        under = " under " + ", ".join(str(f) for f in folders) if folders else ""
+        out.write(f"no paid tasks{under}\n")
         return
     here = os.getcwd()
 
@@ -391,10 +400,14 @@ def run_history(
         except SpecError as exc:
             print(f"promptdrop history: the rules file cannot be used:\n{exc}", file=err)
             return 1
-    ledger = open_existing(ledger_url, state_dir, "history", err)
-    if ledger is None:
+    try:
+        ledger = open_existing(ledger_url, state_dir, "history", err)
+        if ledger is None:
+            return 1
+        with ledger:
+            rows = select(history_rows(ledger, prices=prices), since=start, folders=folders)
+    except sqlite3.Error as exc:
+        print(f"promptdrop history: cannot read the ledger: {exc}", file=err)
         return 1
-    with ledger:
-        rows = select(history_rows(ledger, prices=prices), since=start, folders=folders)
-    print_history(rows, out, as_json=as_json, priced=prices is not None)
+    print_history(rows, out, as_json=as_json, priced=prices is not None, folders=folders)
     return 0
