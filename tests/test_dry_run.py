@@ -106,6 +106,22 @@ def test_a_request_asked_twice_is_one_task_and_the_budget_holds_the_rest(tmp_pat
     assert plans[3].problems and "prompt" in plans[3].problems[0]
 
 
+def test_daily_credits_let_what_fits_go_and_hold_what_has_no_price(tmp_path: Path) -> None:
+    """As the engine's verdict: 20 credits left of 30 at 8 a task is two tasks; a model
+    without a price is held while credits are counted (never sent unpriced)."""
+    rule = _rule(tmp_path, daily_credits=30.0)
+    many = tmp_path / "many.prompt.toml"
+    many.write_text('prompt = "a dog"\ncount = 3\n')
+    pro = tmp_path / "pro.prompt.toml"
+    pro.write_text('prompt = "a cat"\nmodel = "gemini-3-pro-image-preview"\n')
+    view = LedgerView(credits_today=lambda _rule: 10.0)
+    found = [(p, rule, _read(p, rule)) for p in (many, pro)]
+    plans = plan(found, view, prices={FLASH: {"1K": 8}})
+    assert [p.images for p in plans] == [[Plan.SUBMIT, Plan.SUBMIT, Plan.WAIT], [Plan.HELD]]
+    free = plan(found, LedgerView(), prices={FLASH: {"1K": 8}})
+    assert [p.images for p in free] == [[Plan.SUBMIT] * 3, [Plan.HELD]]
+
+
 def test_a_reference_goes_up_once_unless_the_ledger_has_it(tmp_path: Path) -> None:
     rule = _rule(tmp_path)
     shutil.copy(EXAMPLES / "sketch.png", tmp_path / "sketch.png")

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from promptdrop.jobs import adoption, notes
 from promptdrop.jobs.budget import budget_left, day_start
-from promptdrop.jobs.credits import request_price
+from promptdrop.jobs.credits import Room, Verdict, credits_left, request_price
 from promptdrop.ledger import LEDGER_NAME, Job, JobState, Ledger, LedgerBase
 from promptdrop.ledger.paths import PathCodec
 from promptdrop.outputs import output_path, read_provenance
@@ -50,7 +50,8 @@ class Plan(StrEnum):
 
     SUBMIT = "submit"  # a paid task
     RESEND = "resend"  # ambiguous, and the rule resubmits those: a paid task, maybe a second
-    WAIT = "wait"  # would be submitted, but today's budget is spent: it waits for tomorrow
+    WAIT = "wait"  # would be submitted, but today's budget or credits are spent: tomorrow
+    HELD = "held"  # daily_credits is set and it has no price, or costs more than a whole day
     MADE = "made"  # done already: its image is brought back for free when missing
     ADOPT = "adopt"  # the folder holds the image made for this very request: adopted, free
     COPY = "copy"  # another prompt file of this pass asks the same: one task for both
@@ -111,7 +112,17 @@ class LedgerView:
     job: Callable[[str, int], Job | None] = lambda _h, _i: None
     uploaded: Callable[[str], bool] = lambda _sha: False
     spent_today: Callable[[str], int] = lambda _rule: 0
+    credits_today: Callable[[str], float] = lambda _rule: 0.0
     ours: Callable[[str], bool] = lambda _path: False  # an output the ledger recorded
+
+
+def room_of(rule: RuleConfig, view: LedgerView) -> Room:
+    """What `rule` still allows today, as `jobs.limits` reckons it: tasks and credits."""
+    credits = None
+    if rule.daily_credits is not None:
+        credits = credits_left(rule.daily_credits, view.credits_today(rule.name))
+    tasks = budget_left(rule.daily_budget, view.spent_today(rule.name))
+    return Room(tasks, rule.daily_credits, credits)
 
 
 def plan(
@@ -125,11 +136,11 @@ def plan(
     """The plan of every prompt file `found` (with its rule and what reading it gave: the
     request, its problems, or None for a sync app's conflict copy), in order. A request asked
     for twice is paid once; a reference is uploaded once; tasks beyond what a rule's daily
-    budget still allows today wait."""
+    budget and credits still allow today wait (or are held, as the engine holds them)."""
     plans: list[FilePlan] = []
     planned: set[tuple[str, int]] = set()
     uploads: set[str] = set()
-    budget_room: dict[str, int | None] = {}
+    rooms: dict[str, Room] = {}
     for path, rule, read in found:
         fp = FilePlan(path, rule.name)
         plans.append(fp)
@@ -147,8 +158,8 @@ def plan(
         fp.request = read
         canonical = read.canonical()
         fp.price = request_price(prices, canonical) if prices else None
-        if rule.name not in budget_room:
-            budget_room[rule.name] = budget_left(rule.daily_budget, view.spent_today(rule.name))
+        if rule.name not in rooms:
+            rooms[rule.name] = room_of(rule, view)
         for index in range(1, read.count + 1):
             step = decide(
                 view.job(h, index),
@@ -159,12 +170,14 @@ def plan(
                 if (h, index) in planned:
                     step = Plan.COPY  # its job is the one planned for the earlier file
                 planned.add((h, index))
-            room = budget_room[rule.name]
-            if step.paid and room is not None:
-                if room <= 0:
-                    step = Plan.WAIT
+            if step.paid:
+                verdict = rooms[rule.name].verdict(fp.price)
+                if verdict is Verdict.GO:
+                    rooms[rule.name] = rooms[rule.name].after(fp.price)
                 else:
-                    budget_room[rule.name] = room - 1
+                    step = (
+                        Plan.HELD if verdict in (Verdict.UNPRICED, Verdict.TOO_DEAR) else Plan.WAIT
+                    )
             fp.images.append(step)
         if fp.tasks:
             for ref in canonical["references"]:
@@ -205,15 +218,21 @@ class ReadOnlyLedger(Ledger):
         self.db = Database(conn, execute_plugins=False)
 
 
-def ledger_view(ledger: LedgerBase | None, now: float) -> LedgerView:
-    """The questions of a plan, asked of `ledger` (None: a fresh one, which knows nothing)."""
+def ledger_view(ledger: LedgerBase | None, now: float, prices: Any = None) -> LedgerView:
+    """The questions of a plan, asked of `ledger` (None: a fresh one, which knows nothing);
+    today's credits are priced by `prices` as the engine prices them."""
     if ledger is None:
         return LedgerView()
     since = day_start(now)
+
+    def price_of(request: Any) -> float:
+        return (request_price(prices, request) if prices else None) or 0.0
+
     return LedgerView(
         job=ledger.find_job,
         uploaded=lambda sha: ledger.cached_upload(sha) is not None,
         spent_today=lambda rule: ledger.spent_since(since, rule),
+        credits_today=lambda rule: ledger.credits_since(since, rule, price_of),
         ours=lambda path: ledger.output_at(path) is not None,
     )
 
@@ -270,6 +289,7 @@ def read_all(rules: RulesFile) -> list[tuple[Path, RuleConfig, Request | SpecErr
 
 _SAID = {
     Plan.WAIT: "wait for tomorrow's budget",
+    Plan.HELD: "held: no price, or dearer than daily_credits",
     Plan.MADE: "made already",
     Plan.ADOPT: "adopted from the folder",
     Plan.COPY: "a copy of another file's request",
@@ -300,7 +320,7 @@ def file_line(fp: FilePlan, shown: Callable[[Path], str] = str, *, priced: bool 
     if fp.tasks and fp.price is not None:
         parts.append(f"{fp.tasks * fp.price:.10g} credits")
     elif fp.tasks and priced:
-        parts.append("no price: held, not sent")
+        parts.append("no price")
     free: dict[Plan, int] = {}
     for step in fp.images:
         if not step.paid:
@@ -321,6 +341,7 @@ def summary(plans: Sequence[FilePlan], *, priced: bool) -> dict[str, Any]:
         "tasks": tasks,
         "uploads": sum(len(p.uploads) for p in plans),
         "waiting": sum(p.images.count(Plan.WAIT) for p in plans),
+        "held": sum(p.images.count(Plan.HELD) for p in plans),
         "invalid": sum(1 for p in plans if p.problems),
         "credits": credits if priced else None,
         "unpriced": unpriced if priced else 0,
@@ -347,9 +368,11 @@ def print_plan(plans: Sequence[FilePlan], out: TextIO, *, priced: bool, fresh: b
     if total["credits"] is not None:
         line += f", {total['credits']:.10g} credits"
         if total["unpriced"]:
-            line += f" ({_n(total['unpriced'], 'task')} without a price would be held)"
+            line += f" ({_n(total['unpriced'], 'task')} without a price)"
     if total["waiting"]:
         line += f"; {total['waiting']} more would wait for tomorrow's budget"
+    if total["held"]:
+        line += f"; {total['held']} held (no price, or dearer than daily_credits)"
     if total["invalid"]:
         line += f"; {_n(total['invalid'], 'file')} invalid"
     out.write(line + "\n")
@@ -380,7 +403,7 @@ def run_dry(
     elif (state_dir / LEDGER_NAME).is_file():
         ledger = ReadOnlyLedger(state_dir / LEDGER_NAME)
     try:
-        view = ledger_view(ledger, time.time())
+        view = ledger_view(ledger, time.time(), rules.prices)
         plans = plan(
             read_all(rules),
             view,
