@@ -11,12 +11,16 @@ from typing import Any
 
 import pytest
 
+import pgserver
 from harness import CANARY, cli, daemon_env, write_prompt
 from promptdrop.commands.dryrun import LedgerView, Plan, decide, plan
 from promptdrop.emulator import Emulator
 from promptdrop.jobs import notes
 from promptdrop.ledger import Job, JobState
 from promptdrop.spec import RuleConfig, SpecError, read_prompt_file
+
+pg_server = pgserver.pg_server  # the fixtures, for the shared ledger's test
+pg_url = pgserver.pg_url
 
 S = JobState
 EXAMPLES = Path(__file__).resolve().parents[1] / "rules" / "examples"
@@ -259,3 +263,46 @@ def test_wrong_input_is_one_line_and_never_a_traceback(tmp_path: Path) -> None:
         assert (done.returncode, done.stdout) == (code, ""), args
         assert words in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_the_shared_ledger_is_read_only_and_a_fresh_one_is_not_created(
+    emulator: Emulator, tmp_path: Path, pg_url: str
+) -> None:
+    """--ledger postgresql://…: a fresh schema stays empty; a used one is read, not written."""
+    import psycopg
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    write_prompt(drop / "a.prompt.toml", "one")
+    no_key = daemon_env(emulator.base_url, key=None)
+    args = ("watch", str(drop), "--state-dir", str(tmp_path / "s"), "--ledger", pg_url)
+
+    def tables() -> list[tuple[Any, ...]]:
+        with psycopg.connect(pg_url) as conn:
+            return conn.execute(
+                "SELECT table_name FROM information_schema.tables"
+                " WHERE table_schema = current_schema() ORDER BY 1"
+            ).fetchall()
+
+    fresh = cli(*args, "--dry-run", env=no_key, cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert "1 task" in fresh.stdout and "no ledger yet" in fresh.stdout
+    assert tables() == []
+    once = cli(*args, "--once", env=daemon_env(emulator.base_url), cwd=tmp_path)
+    assert once.returncode == 0, once.stderr
+
+    def contents() -> list[Any]:
+        with psycopg.connect(pg_url) as conn:
+            return [
+                conn.execute(f"SELECT * FROM {name} ORDER BY 1").fetchall() for (name,) in tables()
+            ]
+
+    before = contents()
+    (drop / "b.prompt.toml").write_text('prompt = "two"\n')
+    emulator.reset_stats()
+    used = cli(*args, "--dry-run", env=no_key, cwd=tmp_path)
+    assert used.returncode == 0, used.stdout + used.stderr
+    assert "nothing to pay, 1 made already" in used.stdout
+    assert "would submit 1 task for 1 file of 2" in used.stdout
+    assert contents() == before
+    assert emulator.stats()["responses_by_status"] == {}

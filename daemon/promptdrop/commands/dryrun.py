@@ -218,6 +218,51 @@ class ReadOnlyLedger(Ledger):
         self.db = Database(conn, execute_plugins=False)
 
 
+def open_shared_read_only(url: str, roots: dict[str, str]) -> LedgerBase | None:
+    """The shared PostgreSQL ledger, every transaction of its session read-only and nothing
+    migrated; None when its tables are not there yet (a fresh ledger, which is not created).
+    Paths are read relative to the rules' roots, as the daemon stores them. Raises
+    LedgerUrlError or LedgerUnavailable as `open_ledger` does."""
+    import psycopg
+
+    from promptdrop.ledger import LedgerUnavailable, LedgerUrlError
+    from promptdrop.ledger.postgres import PostgresLedger, is_postgres_url, redact
+
+    if not is_postgres_url(url):
+        raise LedgerUrlError(
+            'the ledger setting must be a PostgreSQL URL such as "postgresql://user@host/db"'
+        )
+
+    class ReadOnlyPostgres(PostgresLedger):
+        def __init__(self) -> None:
+            # PostgresLedger.__init__ migrates: here the session is made read-only instead,
+            # before anything is asked, so not even a migration can write.
+            self.url = url
+            self._clock = time.time
+            self._paths = PathCodec(roots)
+            self.reconnect_timeout = 10.0
+            self._connect_timeout = 10
+            self._in_tx = False
+            self._closed = False
+            self._conn = None
+            self._conn = self._connect()
+            self._conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+
+    try:
+        ledger = ReadOnlyPostgres()
+    except psycopg.Error as exc:
+        raise LedgerUnavailable(f"cannot open the shared ledger at {redact(url)}: {exc}") from None
+    try:
+        found = ledger._rows("SELECT to_regclass('jobs') IS NOT NULL AS there")
+    except BaseException:
+        ledger.close()
+        raise
+    if not found or not found[0]["there"]:
+        ledger.close()
+        return None
+    return ledger
+
+
 def ledger_view(ledger: LedgerBase | None, now: float, prices: Any = None) -> LedgerView:
     """The questions of a plan, asked of `ledger` (None: a fresh one, which knows nothing);
     today's credits are priced by `prices` as the engine prices them."""
@@ -397,9 +442,7 @@ def run_dry(
             )
     ledger: LedgerBase | None = None
     if ledger_url:
-        from promptdrop.ledger import open_ledger
-
-        ledger = open_ledger(ledger_url, state_dir)
+        ledger = open_shared_read_only(ledger_url, {r.name: str(r.path) for r in rules.rules})
     elif (state_dir / LEDGER_NAME).is_file():
         ledger = ReadOnlyLedger(state_dir / LEDGER_NAME)
     try:
@@ -429,6 +472,8 @@ def run_dry_watch(
 ) -> int:
     """`watch --dry-run` from the command line's values: the rules as `watch` builds them (2
     when they cannot be), then `run_dry`. Needs no API key."""
+    import psycopg
+
     from promptdrop.commands.existing import state_dir_or_default
     from promptdrop.ledger import LedgerUnavailable, LedgerUrlError
 
@@ -453,6 +498,6 @@ def run_dry_watch(
             return 2
     try:
         return run_dry(rules, state_dir_or_default(state_dir), ledger_url or rules.ledger, out, err)
-    except (LedgerUrlError, LedgerUnavailable, sqlite3.Error) as exc:
+    except (LedgerUrlError, LedgerUnavailable, sqlite3.Error, psycopg.Error) as exc:
         print(f"promptdrop watch --dry-run: cannot read the ledger: {exc}", file=err)
         return 1
