@@ -12,7 +12,16 @@ from typing import Any
 import pytest
 
 import pgserver
-from harness import CANARY, cli, daemon_env, write_prompt
+from harness import (
+    CANARY,
+    cli,
+    daemon_env,
+    image_for,
+    rules_file,
+    spawn,
+    wait_for,
+    write_prompt,
+)
 from promptdrop.commands.dryrun import LedgerView, Plan, decide, plan
 from promptdrop.emulator import Emulator
 from promptdrop.jobs import notes
@@ -223,7 +232,7 @@ def test_without_a_ledger_it_plans_a_first_run_and_creates_none(
     assert emulator.stats()["responses_by_status"] == {}
 
 
-def test_a_running_daemons_ledger_is_read_without_creating_files_beside_it(
+def test_a_closed_ledger_is_read_without_creating_files_beside_it(
     emulator: Emulator, tmp_path: Path
 ) -> None:
     """A ledger closed cleanly has no write-ahead log: the dry run adds none."""
@@ -306,3 +315,28 @@ def test_the_shared_ledger_is_read_only_and_a_fresh_one_is_not_created(
     assert "would submit 1 task for 1 file of 2" in used.stdout
     assert contents() == before
     assert emulator.stats()["responses_by_status"] == {}
+
+
+def test_the_ledger_of_a_running_daemon_is_read_beside_it(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """With the daemon running (its write-ahead log open), the plan sees what it made."""
+    drop, state = tmp_path / "drop", tmp_path / "state"
+    drop.mkdir()
+    source = write_prompt(drop / "a.prompt.toml", "one")
+    rules = rules_file(tmp_path / "r.rules.toml", drop, settle=0.1)
+    daemon = spawn(rules, state, daemon_env(emulator.base_url), cwd=tmp_path)
+    try:
+        daemon.wait_watching()
+        wait_for(lambda: image_for(source), "the image", daemon=daemon)
+        wait_for(lambda: os.path.exists(state / "ledger.sqlite3-wal"), "the log", daemon=daemon)
+        emulator.reset_stats()
+        names = sorted(os.listdir(state))
+        args = ("watch", "--rules", str(rules), "--state-dir", str(state), "--dry-run")
+        done = cli(*args, env=daemon_env(emulator.base_url, key=None), cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "nothing to pay, 1 made already" in done.stdout
+        assert sorted(os.listdir(state)) == names
+        assert emulator.stats()["submissions"] == []
+    finally:
+        daemon.terminate()
