@@ -161,11 +161,10 @@ def plan(
         if rule.name not in rooms:
             rooms[rule.name] = room_of(rule, view)
         for index in range(1, read.count + 1):
-            step = decide(
-                view.job(h, index),
-                resubmit_ambiguous=rule.resubmit_ambiguous,
-                adoptable=adoptable(path, index, read.count, h),
-            )
+            job = view.job(h, index)
+            # The folder is read for an image to adopt only where the engine would look.
+            fits = (job is None or job.state is S.PENDING) and adoptable(path, index, read.count, h)
+            step = decide(job, resubmit_ambiguous=rule.resubmit_ambiguous, adoptable=fits)
             if step in (Plan.SUBMIT, Plan.RESEND, Plan.ADOPT):
                 if (h, index) in planned:
                     step = Plan.COPY  # its job is the one planned for the earlier file
