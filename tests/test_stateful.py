@@ -28,13 +28,19 @@ from harness import CANARY
 from promptdrop.crashpoints import POINTS
 from promptdrop.emulator import Emulator, EmulatorConfig, Faults
 from promptdrop.jobs.engine import EngineOptions
+from promptdrop.jobs.lookups import LookupPolicy
 from promptdrop.ledger import LEDGER_NAME, JobState, Ledger
 from promptdrop.service.runner import WatchOptions, run
 from promptdrop.spec import rules_for_folders
 
 PROMPTS = [f"picture number {i}" for i in range(6)]
 NAMES = [f"f{i}" for i in range(4)]
-FAST = EngineOptions(poll_first=0.02, poll_interval=0.02, retry_later=0.1)
+FAST = EngineOptions(
+    poll_first=0.02,
+    poll_interval=0.02,
+    retry_later=0.1,
+    lookups=LookupPolicy(spread=1.0, proof_delay=0.1),
+)
 
 
 class Folder(RuleBasedStateMachine):
@@ -135,9 +141,18 @@ class Folder(RuleBasedStateMachine):
             check=False,
         )
         self.crashes += 1
-        if point in ("after_intent", "after_answer"):
-            self.faulted.update(self.files.values())  # may be left ambiguous: by design
+        if point in ("after_intent", "after_answer") or not self._lookups_proven():
+            # May be left ambiguous, by design: the crashing job itself, or (before this ledger
+            # has seen a lookup by business id work) any other job caught between its intent
+            # and its answer.
+            self.faulted.update(self.files.values())
         self._pass()
+
+    def _lookups_proven(self) -> bool:
+        if not (self.state / LEDGER_NAME).exists():
+            return False
+        with Ledger(self.state / LEDGER_NAME) as ledger:
+            return ledger.proven_at(self.emu.base_url) is not None
 
     def _pass(self) -> None:
         self.steps += 1
