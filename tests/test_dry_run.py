@@ -265,7 +265,7 @@ def test_wrong_input_is_one_line_and_never_a_traceback(tmp_path: Path) -> None:
         (("watch", "--dry-run", "--rules", "nothere.toml"), 2, "not found"),
         (("watch", "--dry-run", "drop", "--state-dir", str(broken)), 1, "cannot read the ledger"),
         (("watch", "--dry-run", "drop", "--ledger", "ftp://x"), 1, "PostgreSQL URL"),
-        (("history", "--state-dir", str(broken)), 1, "cannot read the ledger"),
+        (("history", "--state-dir", str(broken)), 1, "is damaged or not a promptdrop ledger"),
     ]
     for args, code, words in cases:
         done = cli(*args, env=env, cwd=tmp_path)

@@ -147,12 +147,9 @@ class Engine(Intake, Waiting, Leases, Settling, UserPauses):
             self._fresh.discard(job_id)
 
     async def wait_idle(self) -> None:
-        """Return when no job task is running (nor a lookup proving that lost answers can be
-        settled: a `--once` run records its proof before it ends)."""
+        """Return when no job task is running."""
         while True:
             live = [t for t in self._tasks.values() if not t.done()]
-            if self._proof_task is not None and not self._proof_task.done():
-                live.append(self._proof_task)
             if not live:
                 return
             await asyncio.wait(live)

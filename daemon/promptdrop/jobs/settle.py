@@ -83,12 +83,34 @@ class Settling(EngineCore):
             elif verdict is Settled.NOT_CREATED:
                 said = f"not found by its business id {misses + 1} times over {now - first:.0f} s"
                 job = await self._apply(job, Outcome(Kind.NOT_CREATED, said))
+            elif await self._prove_from_ledger():
+                # Proven now by a task this ledger knows: the spread of misses means not made.
+                said = f"not found by its business id {misses + 1} times over {now - first:.0f} s"
+                job = await self._apply(job, Outcome(Kind.NOT_CREATED, said))
             elif (rule := self.rules.get(job.rule or "")) and rule.resubmit_ambiguous:
                 job = await self._apply(job, Outcome(Kind.RESUBMIT_ALLOWED))
             else:
                 job = await self._apply(job, Outcome(Kind.LOOKUP_UNPROVEN))
             return job
         return job
+
+    async def _prove_from_ledger(self) -> bool:
+        """Before leaving a job ambiguous for want of a proof: look up, by business id, tasks
+        this ledger knows exist (the latest running or done ones); True when one is found as
+        itself, which is recorded as the proof. A miss here proves nothing either way (the
+        task may simply be too new to be found yet)."""
+        for known in self.ledger.known_tasks():
+            if self.stopping:
+                return False
+            assert known.business_id is not None and known.task_id is not None
+            try:
+                task = await self.client.find_by_business_id(known.business_id)
+            except ApiError:
+                return False
+            if task is not None and task.id == known.task_id:
+                self._proved(known.business_id, task)
+                return True
+        return False
 
     def _maybe_prove(self, business_id: str | None, task: TaskState) -> None:
         """After a task was created: look it up by its business id later, if the proof that

@@ -271,6 +271,16 @@ class JobsMixin(SourcesMixin, CountsMixin):
             [base_url, task_id, business_id, self._clock()],
         )
 
+    def known_tasks(self, limit: int = 3) -> list[Job]:
+        """The latest jobs whose task exists for sure (running or done) and whose attempt
+        carried a business id: what a lookup by business id can be proven on."""
+        rows = self._rows(
+            "SELECT * FROM jobs WHERE state IN (?, ?) AND business_id IS NOT NULL"
+            " AND task_id IS NOT NULL ORDER BY updated_at DESC LIMIT ?",
+            [str(JobState.DONE), str(JobState.RUNNING), limit],
+        )
+        return [self._job(r) for r in rows]
+
     def revoke_proof(self, base_url: str) -> None:
         """Forget the proof for `base_url`: a task we made was not found by its business id."""
         self._run("DELETE FROM api_proofs WHERE base_url = ?", [base_url])
