@@ -326,6 +326,41 @@ def _add_emulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.set_defaults(func=_cmd_emulator)
 
 
+def _cmd_reload(args: argparse.Namespace) -> int:
+    from promptdrop.commands.reload import run_reload
+
+    return run_reload(
+        _path(args.state_dir),
+        wait=args.wait,
+        timeout=args.timeout,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
+
+
+def _add_reload(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "reload",
+        help="make the running daemon read its rules file again",
+        description="Signal the daemon that holds the state folder (SIGHUP) to read its rules "
+        "file again. With --wait, return only once it has applied the new rules, or exit 1 "
+        "with the reason when it refused them (it then keeps the rules it had). The systemd "
+        "units run this as ExecReload=, so `systemctl reload` waits too.",
+    )
+    p.add_argument(
+        "--wait", action="store_true", help="wait until the new rules are applied or refused"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=90.0,
+        metavar="SECONDS",
+        help="with --wait: give up after this long (default 90)",
+    )
+    _state_dir_option(p)
+    p.set_defaults(func=_cmd_reload)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="promptdrop",
@@ -343,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_schema(sub)
     _add_models(sub)
     _add_emulator(sub)
+    _add_reload(sub)
     return parser
 
 

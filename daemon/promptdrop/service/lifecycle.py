@@ -33,12 +33,12 @@ from promptdrop.ledger import (
 )
 from promptdrop.outputs import cleanup_temps
 from promptdrop.service.config import ConfigError, WatchOptions, missing_folders
+from promptdrop.service.reloads import LOCK_NAME
 from promptdrop.service.sdnotify import Notifier
 from promptdrop.spec import RuleConfig
 from promptdrop.watch import Watcher
 
 log = structlog.get_logger("promptdrop.service")
-LOCK_NAME = "daemon.lock"
 
 
 class AlreadyRunning(RuntimeError):
