@@ -17,7 +17,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +49,11 @@ ln -s /proc/self/fd "$R/dev/fd"
 ln -s /proc/self/fd/0 "$R/dev/stdin"
 ln -s /proc/self/fd/1 "$R/dev/stdout"
 ln -s /proc/self/fd/2 "$R/dev/stderr"
+shift
+for keep in "$@"; do  # host folders the container needs as they are (the checkout, Python)
+  mkdir -p "$R$keep"
+  mount --rbind "$keep" "$R$keep"
+done
 mkdir -p "$R/.oldroot"
 cd "$R"
 pivot_root . .oldroot
@@ -65,8 +70,11 @@ exec env -i container=promptdrop-live \
 _ENTER = r"""
 set -eu
 echo $$ > "$1/cgroup.procs"
+shift
+boot=$1
+shift
 exec unshare --mount --pid --fork --uts --ipc --cgroup --propagation private \
-  /bin/sh -c "$2" boot "$3"
+  /bin/sh -c "$boot" boot "$@"
 """
 
 
@@ -190,8 +198,10 @@ def _remove_cgroup(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def booted(workdir: Path) -> Iterator[Container]:
-    """A container with systemd booted to basic.target; killed, with everything in it, after."""
+def booted(workdir: Path, keep: Sequence[Path] = ()) -> Iterator[Container]:
+    """A container with systemd booted to basic.target, the host folders `keep` bound in at
+    the same place (they may lie under /tmp, which the container has anew); killed, with
+    everything in it, after."""
     top = cgroup2_root()
     assert top is not None
     cgroup = top / f"promptdrop-live-{os.getpid()}-{time.monotonic_ns()}"
@@ -201,7 +211,7 @@ def booted(workdir: Path) -> Iterator[Container]:
     console = workdir / "console.log"
     with console.open("wb") as out:
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", _ENTER, "enter", str(cgroup), _BOOT, str(mnt)],
+            ["/bin/sh", "-c", _ENTER, "enter", str(cgroup), _BOOT, str(mnt), *map(str, keep)],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -45,8 +45,22 @@ def box(tmp_path: Path) -> Iterator[Container]:
         if os.environ.get("CI"):
             pytest.fail(f"the live systemd test must run under CI, but: {why}")
         pytest.skip(f"cannot boot systemd in a container here: {why}")
-    with booted(tmp_path) as container:
+    with booted(tmp_path, _needed_folders()) as container:
         yield container
+
+
+def _needed_folders() -> list[Path]:
+    """This checkout, its environment and its Python, outermost only: bound into the container
+    where they are, so the units run this code (a CI clone may live under /tmp)."""
+    wanted = sorted({REPO, Path(sys.prefix), Path(sys.base_prefix)})
+    outer: list[Path] = []
+    for path in wanted:
+        if path == Path("/") or any(path.is_relative_to(o) for o in outer):
+            continue
+        if path.is_relative_to("/usr"):
+            continue  # the overlay of / has it already
+        outer.append(path)
+    return outer
 
 
 def _rules(folder: str, size: str) -> str:
