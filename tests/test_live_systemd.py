@@ -18,6 +18,7 @@ linked from this checkout's environment rather than installed again from PyPI.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -139,6 +140,13 @@ def _exercise(unit: Unit, ledger: str) -> list[str]:
     unit.ctl("start", "promptdrop")  # Type=notify: returns after READY=1
     assert unit.prop("ActiveState") == "active", unit.ctl("status", "promptdrop", check=False)
     assert unit.prop("StatusText").startswith("Watching 1 folder"), unit.prop("StatusText")
+    # The exposure of the unit as the running manager loaded it (the user unit: 1.5).
+    scope = ["--user"] if unit.user else []
+    security = box.run(
+        "systemd-analyze", *scope, "security", "--no-pager", "promptdrop", user=unit.user
+    )
+    exposure = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", security.stdout)
+    assert exposure is not None and float(exposure.group(1)) <= 2.0, security.stdout[-500:]
 
     # An image written into the watched folder, through the sandbox.
     assert _image_size(unit.drop("first")) == PIXELS["1:1"]
