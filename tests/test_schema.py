@@ -103,7 +103,9 @@ INVALID = [
     pytest.param("rules", {"rules": []}, id="empty_rules"),
     pytest.param("rules", {"rules": [{"name": "a"}]}, id="rule_without_path"),
     pytest.param(
-        "rules", {"rules": [{"name": "a", "path": "d", "max_in_flight": 65}]}, id="max_in_flight_65"
+        "rules",
+        {"rules": [{"name": "a", "path": "d", "max_in_flight": 513}]},
+        id="max_in_flight_513",
     ),
     pytest.param(
         "rules",

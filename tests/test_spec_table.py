@@ -780,9 +780,9 @@ RULES_CASES = [
         id="zero_poll",
     ),
     pytest.param(
-        '[[rules]]\nname = "a"\npath = "d"\nmax_in_flight = 65\n',
-        "max_in_flight must be a whole number from 1 to 64",
-        id="max_in_flight_65",
+        '[[rules]]\nname = "a"\npath = "d"\nmax_in_flight = 513\n',
+        "max_in_flight must be a whole number from 1 to 512",
+        id="max_in_flight_513",
     ),
     pytest.param(
         '[[rules]]\nname = "a"\npath = "d"\ndaily_budget = 0\n',
@@ -830,7 +830,8 @@ def test_api_poll_timing_and_submit_rate_are_read_with_the_docs_defaults(tmp_pat
     path = tmp_path / "r.toml"
     path.write_text('[[rules]]\nname = "a"\npath = "d"\n')
     plain = read_rules(path).api
-    assert (plain.poll_first, plain.poll_interval, plain.submit_rate) == (5.0, 5.0, None)
+    # No poll_first: the first poll is learned (None).
+    assert (plain.poll_first, plain.poll_interval, plain.submit_rate) == (None, 5.0, None)
     path.write_text(
         "[api]\npoll_first = 1.5\npoll_interval = 8\nsubmit_rate = 12.5\n"
         '[[rules]]\nname = "a"\npath = "d"\n'

@@ -120,6 +120,38 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def _cmd_pause(args: argparse.Namespace) -> int:
+    from promptdrop.commands.pause import run_pause
+
+    return run_pause(
+        args.rule,
+        state_dir=_path(args.state_dir),
+        ledger_url=args.ledger,
+        rules_path=_path(args.rules),
+        out=sys.stdout,
+        err=sys.stderr,
+    )
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from promptdrop.commands.pause import run_resume
+
+    return run_resume(
+        args.rule,
+        state_dir=_path(args.state_dir),
+        ledger_url=args.ledger,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
+
+
+def _cmd_completion(args: argparse.Namespace) -> int:
+    from promptdrop.commands.completion import completion_script
+
+    sys.stdout.write(completion_script(build_parser(), args.shell))
+    return 0
+
+
 def _state_dir_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--state-dir",
@@ -326,6 +358,52 @@ def _add_emulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.set_defaults(func=_cmd_emulator)
 
 
+def _add_pause(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "pause",
+        help="stop submitting new tasks for a rule (or all rules); running ones finish",
+        description="Pause a rule's submissions (without RULE: every rule's). A running "
+        "daemon notices within a few seconds: it submits no new task for the rule, while "
+        "tasks already running are still polled and their images written. The pause is kept "
+        "in the ledger, so it outlasts a restart; `promptdrop status` shows it, and "
+        "`promptdrop resume` ends it. Nothing is written into the watched folders.",
+    )
+    p.add_argument("rule", nargs="?", metavar="RULE", help="the rule's name (default: all)")
+    p.add_argument(
+        "--rules",
+        metavar="FILE",
+        help="the rules file watch uses, to pause a rule that has not seen a prompt file yet",
+    )
+    _state_dir_option(p)
+    _ledger_option(p)
+    p.set_defaults(func=_cmd_pause)
+
+    p = sub.add_parser(
+        "resume",
+        help="submit again after promptdrop pause",
+        description="End a pause made with `promptdrop pause` (without RULE: every pause). A "
+        "running daemon submits the files held within a few seconds.",
+    )
+    p.add_argument("rule", nargs="?", metavar="RULE", help="the rule's name (default: all)")
+    _state_dir_option(p)
+    _ledger_option(p)
+    p.set_defaults(func=_cmd_resume)
+
+
+def _add_completion(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "completion",
+        help="print the shell completion script for bash, zsh or fish",
+        description="Print a completion script for promptdrop's commands and options. "
+        "Install it with, for bash: promptdrop completion bash > "
+        "~/.local/share/bash-completion/completions/promptdrop; for zsh: promptdrop "
+        "completion zsh > ~/.zfunc/_promptdrop (with ~/.zfunc on $fpath); for fish: "
+        "promptdrop completion fish > ~/.config/fish/completions/promptdrop.fish",
+    )
+    p.add_argument("shell", choices=["bash", "zsh", "fish"], help="the shell")
+    p.set_defaults(func=_cmd_completion)
+
+
 def _cmd_reload(args: argparse.Namespace) -> int:
     from promptdrop.commands.reload import run_reload
 
@@ -378,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_schema(sub)
     _add_models(sub)
     _add_emulator(sub)
+    _add_pause(sub)
+    _add_completion(sub)
     _add_reload(sub)
     return parser
 

@@ -157,6 +157,53 @@ def throughput(settings: Settings) -> list[Row]:
     return rows
 
 
+def defaults(settings: Settings) -> list[Row]:
+    """300 prompt files with every setting at its default (the default account group, the
+    sized in-flight limit, the learned first poll, a 1 s settle) against a zero-latency
+    emulator keeping the default group's documented rates: the floor is the submit rate."""
+    n = settings.n(300, 100)
+    rate = 5.0  # the default group's documented submits per second
+    floor = n / rate
+    folder = _fresh(settings, "defaults")
+    root = folder / "root"
+    root.mkdir(parents=True, exist_ok=True)
+    rules = folder / "rules.toml"
+    rules.write_text(f'[[rules]]\nname = "bench"\npath = {json.dumps(str(root))}\n')
+    with emulator(latency=0.0, submit_per_s=rate) as emu:
+        daemon = start_daemon(emu, rules, folder / "state", folder)
+        try:
+            wait_ready(daemon)
+            first = time.time()
+            for i in range(n):
+                (root / f"d-{i:05d}.prompt.toml").write_bytes(prompt_text(i, "defaults ").encode())
+            wait_for(
+                lambda: _count_images(root) >= n,
+                f"{n} images",
+                timeout=60 + 10 * floor,
+                interval=0.1,
+                daemon=daemon,
+            )
+            wall = _last_image_mtime(root) - first
+            stats = _request_stats(emu)
+        finally:
+            daemon.stop()
+    ratio = wall / floor
+    per = {k: stats[k] / n for k in ("submits", "polls", "downloads")}
+    return [
+        Row(
+            "defaults",
+            f"{n} files, every setting at its default, zero task time, default group",
+            f"{wall:.1f} s",
+            f"floor {floor:.1f} s ({n} / {rate:g} per s)",
+            "≤ 1.4x floor",
+            ratio <= 1.4,
+            f"{ratio:.2f}x floor; submits/polls/downloads per image "
+            f"{per['submits']:.2f}/{per['polls']:.2f}/{per['downloads']:.2f}; "
+            f"{stats['rate_limited']} answered 429; settle 1 s included",
+        )
+    ]
+
+
 def _batch(
     settings: Settings,
     n: int,
@@ -674,6 +721,7 @@ def _shared_reference(settings: Settings) -> Row:
 
 BENCHMARKS = {
     "throughput": throughput,
+    "defaults": defaults,
     "overhead": overhead,
     "restart": restart,
     "footprint": footprint,

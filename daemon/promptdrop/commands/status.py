@@ -13,10 +13,11 @@ from typing import Any, TextIO
 
 from promptdrop.capabilities import DEFAULT_MODEL
 from promptdrop.commands.existing import open_existing
+from promptdrop.commands.pause import pause_lines
 from promptdrop.jobs.budget import day_start
 from promptdrop.jobs.credits import request_price
 from promptdrop.jobs.notes import asked
-from promptdrop.ledger import JobState, LedgerBase, Source
+from promptdrop.ledger import ALL_RULES, JobState, LedgerBase, Source
 from promptdrop.spec import RulesFile, SpecError, read_rules
 
 REFUSED = ("invalid", "blocked", "conflict")  # source statuses listed after the jobs
@@ -154,6 +155,7 @@ def print_status(
     budgets = budget_rows(ledger, rules, time.time() if now is None else now) if rules else []
     refused: list[Source] = [s for status in REFUSED for s in ledger.sources_with_status(status)]
     counts = ledger.state_counts()
+    pauses = ledger.pauses()
     if as_json:
         listing = {
             "jobs": rows,
@@ -164,10 +166,17 @@ def print_status(
         }
         if rules is not None:
             listing["budgets"] = budgets
+        # `promptdrop pause`: the rule (null: every rule) and when it began, in epoch seconds.
+        listing["pauses"] = [
+            {"rule": None if rule == ALL_RULES else rule, "since": since}
+            for rule, since in sorted(pauses.items())
+        ]
         json.dump(listing, out, indent=2)
         out.write("\n")
         return 0
     out.write(counts_line(counts) + "\n")
+    for line in pause_lines(pauses):
+        out.write(line + "\n")
     for budget in budgets:
         out.write(budget_line(budget) + "\n")
     for row in rows:

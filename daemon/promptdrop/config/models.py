@@ -42,11 +42,14 @@ class RuleConfig(BaseModel):
         description="Seconds a file must stay unchanged "
         "before it is read, so half-synced files are not taken (default 1).",
     )
-    max_in_flight: int = Field(
-        default=4,
+    max_in_flight: int | None = Field(
+        default=None,
         ge=1,
-        le=64,
-        description="How many API tasks of this folder may run at once, 1 to 64 (default 4).",
+        le=512,
+        description="How many API tasks of this folder may run at once, 1 to 512. Leave it "
+        "out to have it sized from your account group: its documented submit rate times a "
+        "typical 10 s task (default group 50, vip 167, svip 333), so the rate limit, not "
+        "this, sets the pace. Spend is capped by daily_budget or daily_credits, not by this.",
     )
     daily_budget: int | None = Field(
         default=None,
@@ -113,15 +116,16 @@ class ApiSettings(BaseModel):
         "may take before it counts as unanswered. A submission answered "
         "later is treated as lost: ambiguous, never resent.",
     )
-    poll_first: float = Field(
-        default=5.0,
+    poll_first: float | None = Field(
+        default=None,
         gt=0,
         le=600,
         description="Seconds between "
-        "submitting an image and first asking whether it is ready "
-        "(default 5, as the API's documentation advises). Lower it when "
-        "your images usually take less; each ask counts against the "
-        "query rate limit, never against what you pay. The "
+        "submitting an image and first asking whether it is ready. Leave it "
+        "out to have it learned: 5 s (as the API's documentation advises) "
+        "until three images of the same model and resolution are done, "
+        "then the median time those took (0.5 to 60 s). Each ask counts "
+        "against the query rate limit, never against what you pay. The "
         "--poll-interval option of promptdrop watch overrides it.",
     )
     poll_interval: float = Field(

@@ -104,7 +104,8 @@ NEEDS: dict[str, str] = {
     "account group's limit)",
     "timeout": "a number of seconds greater than 0 and at most 600",
     "settle": "a number of seconds, 0 or more",
-    "max_in_flight": "a whole number from 1 to 64",
+    "max_in_flight": "a whole number from 1 to 512 (leave it out to size it from the account "
+    "group)",
     "daily_budget": "a whole number, 1 or more (leave it out for no limit)",
     "reconcile_interval": "a number of seconds, 10 or more",
     "base_url": 'a web address in quotes, like "https://toapis.com"',

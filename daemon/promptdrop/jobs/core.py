@@ -60,8 +60,14 @@ class EngineOptions:
     # A task the API says it does not know is asked about again over this many seconds
     # before its job fails (see jobs.timing).
     gone_window: float = 60.0
+    # Tasks in flight per rule that sets no max_in_flight (the service sizes it from the
+    # account group: jobs.timing.in_flight_for).
+    in_flight: int = 50
     # Lost answers looked up by business id: how often, how long, and the proof's life.
     lookups: LookupPolicy = field(default_factory=LookupPolicy)
+    # `promptdrop pause`: a held job waits for the resume (the daemon), or is left pending for
+    # the next run (False: `watch --once`, which must end).
+    wait_while_paused: bool = True
 
     def pause_backoff(self) -> Backoff:
         """The account pause's policy with this engine's first wait and cap."""
@@ -86,6 +92,9 @@ class EngineObserver(Protocol):
 
     def task_done(self, seconds: float) -> None:
         """A task's image was written `seconds` after it was submitted."""
+
+    def job_finished(self, job_id: int, state: JobState) -> None:
+        """A job reached a final state (done, failed, ambiguous)."""
 
 
 class EngineCore(Limits, ABC):
@@ -312,6 +321,8 @@ class EngineCore(Limits, ABC):
             self._submitted_at.pop(job.id, None)
             self._claimed.discard(job.id)
             self._gone.pop(job.id, None)
+            for observer in self._observers:
+                observer.job_finished(job.id, dst)
         return moved
 
     async def _wait_unpaused(self) -> None:

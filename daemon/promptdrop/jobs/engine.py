@@ -8,7 +8,7 @@ outcome (`jobs.outcomes`), and hands it to `_apply`, which looks the move up in 
 The engine is put together from one mixin per concern, all on `jobs.core.EngineCore` (the
 shared state and the table-driven move, on `jobs.limits.Limits`, the daily budgets and credits
 left): `Intake` (prompt files) on `Delivery` (writing images), `Waiting` (jobs held by those
-limits) and `Leases` (a shared ledger). Mixins rather than
+limits), `Leases` (a shared ledger) and `UserPauses` (`promptdrop pause`). Mixins rather than
 separate objects because those concerns share one job's state and one move; parts with state
 of their own (`Uploads`, `AccountPause`) are separate objects.
 """
@@ -16,15 +16,17 @@ of their own (`Uploads`, `AccountPause`) are separate objects.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 
-from promptdrop.api import ApiError, ToApisClient
+from promptdrop.api import ApiError, TaskState, ToApisClient
 from promptdrop.config.prices import Prices
 from promptdrop.crashpoints import reached
 from promptdrop.jobs import notes, timing
@@ -48,6 +50,7 @@ from promptdrop.jobs.outcomes import (
 from promptdrop.jobs.pausing import Pause
 from promptdrop.jobs.settle import Settling
 from promptdrop.jobs.uploads import Uploads
+from promptdrop.jobs.user_pauses import UserPauses
 from promptdrop.jobs.waiting import Waiting
 from promptdrop.ledger import (
     FINAL,
@@ -74,7 +77,7 @@ S = JobState
 log = structlog.get_logger("promptdrop.engine")
 
 
-class Engine(Intake, Waiting, Leases, Settling):
+class Engine(Intake, Waiting, Leases, Settling, UserPauses):
     """Turns settled prompt files into jobs and jobs into images."""
 
     def __init__(
@@ -88,11 +91,14 @@ class Engine(Intake, Waiting, Leases, Settling):
         prices: Prices | None = None,
     ) -> None:
         super().__init__(ledger, client, rules, options, clock=clock, prices=prices)
-        self._slots = {r.name: asyncio.Semaphore(r.max_in_flight) for r in rules}
+        self._slots = {r.name: asyncio.Semaphore(self._in_flight(r)) for r in rules}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._critical = 0  # POSTs on the wire and files being written: drained on stop
         self._uploads = Uploads(ledger, client)
         self._init_settling()
+        # (model, resolution) -> recent task times in seconds, for the learned first poll.
+        self._task_times: dict[tuple[str, str], deque[float]] = {}
+        self._init_user_pauses()
 
     def update_rules(self, rules: list[RuleConfig], prices: Prices | None = None) -> None:
         """Take new rules and prices (a reload) without touching running jobs.
@@ -110,10 +116,14 @@ class Engine(Intake, Waiting, Leases, Settling):
         for rule in rules:
             before = old.get(rule.name)
             if before is None or before.max_in_flight != rule.max_in_flight:
-                self._slots[rule.name] = asyncio.Semaphore(rule.max_in_flight)
+                self._slots[rule.name] = asyncio.Semaphore(self._in_flight(rule))
         if _running_loop() is not None:
             # A raised or removed budget, or a price added, lets waiting jobs start now.
             self.recheck_budgets()
+
+    def _in_flight(self, rule: RuleConfig) -> int:
+        """The rule's in-flight limit: its own, else sized from the account group."""
+        return rule.max_in_flight or self.options.in_flight
 
     # Driving jobs ---------------------------------------------------------------------------
 
@@ -126,6 +136,15 @@ class Engine(Intake, Waiting, Leases, Settling):
             return
         task = asyncio.get_running_loop().create_task(self._run(job_id), name=f"job-{job_id}")
         self._tasks[job_id] = task
+        # A finished job's task is dropped, so memory does not grow with every job ever run.
+        task.add_done_callback(functools.partial(self._forget_task, job_id))
+
+    def _forget_task(self, job_id: int, done: asyncio.Task[None]) -> None:
+        if self._tasks.get(job_id) is done:
+            del self._tasks[job_id]
+        if job_id not in self._tasks:
+            self._polled.discard(job_id)
+            self._fresh.discard(job_id)
 
     async def wait_idle(self) -> None:
         """Return when no job task is running."""
@@ -152,6 +171,7 @@ class Engine(Intake, Waiting, Leases, Settling):
         """Stop taking work; let POSTs on the wire and file writes finish; cancel the rest."""
         self.stopping = True
         self._account.release()
+        self._wake_paused()
         if self._budget_timer is not None:
             self._budget_timer.cancel()
         if self._lease_timer is not None:
@@ -174,6 +194,9 @@ class Engine(Intake, Waiting, Leases, Settling):
             job=job.id, source=str(sources[0]) if sources else None, task=job.task_id
         )
         try:
+            # Held by `promptdrop pause`: wait before taking a slot, so running tasks keep theirs.
+            if not await self._wait_resumed(job):
+                return
             if slot is None:
                 await self._drive(job_id)
             else:
@@ -215,6 +238,8 @@ class Engine(Intake, Waiting, Leases, Settling):
                 await self._poll(job)
             elif job.state is S.DOWNLOADING:
                 await self._download(job)
+            elif self.paused_by_user(job):
+                return  # `promptdrop pause`: left pending; the daemon's loop launches it again
             else:
                 await self._submit(job)
 
@@ -222,7 +247,7 @@ class Engine(Intake, Waiting, Leases, Settling):
 
     async def _submit(self, job: Job) -> None:
         await self._wait_unpaused()
-        if self.stopping:
+        if self.stopping or self.paused_by_user(job):
             return
         if self.verdict(job) is not Verdict.GO:
             await self._apply(job, self._budget_spent(job))  # before uploading: not now
@@ -289,8 +314,9 @@ class Engine(Intake, Waiting, Leases, Settling):
 
     # Polling and fetching ---------------------------------------------------------------------
 
-    def _poll_wait(self, job_id: int) -> float:
-        """Seconds to wait before this job's next poll, counting it as polled (jobs.timing)."""
+    def _poll_wait(self, job_id: int, kind: tuple[str, str] = ("", "")) -> float:
+        """Seconds to wait before this job's next poll, counting it as polled (jobs.timing);
+        `kind` (model, resolution) picks the task times a learned first poll comes from."""
         gone = self._gone.get(job_id, 0)
         if gone:
             return timing.gone_wait(gone, self.options.gone_window)
@@ -303,13 +329,17 @@ class Engine(Intake, Waiting, Leases, Settling):
             phase = timing.PollPhase.LATER
         self._polled.add(job_id)
         opts = self.options
+        first = opts.poll_first
+        if first is None and phase is timing.PollPhase.FIRST:
+            # Not set by the user: learned from this daemon's recent tasks of this kind.
+            first = timing.learned_first_poll(list(self._task_times.get(kind, ())))
         rhythm = timing.PollTiming(
-            opts.poll_first, opts.poll_interval, opts.poll_first_jitter, opts.poll_jitter
+            first, opts.poll_interval, opts.poll_first_jitter, opts.poll_jitter
         )
         return timing.poll_wait(phase, rhythm, random.random())
 
     async def _poll(self, job: Job) -> None:
-        await asyncio.sleep(self._poll_wait(job.id))
+        await asyncio.sleep(self._poll_wait(job.id, _kind_of(job)))
         assert job.task_id is not None
         try:
             task = await self.client.get_task(job.task_id)
@@ -317,7 +347,25 @@ class Engine(Intake, Waiting, Leases, Settling):
             outcome = interpret_poll_error(exc, gone_before=self._gone.get(job.id, 0))
         else:
             outcome = interpret_task(task)
+            if outcome.kind is Kind.TASK_DONE:
+                self._learn(job, task)
         await self._apply(job, outcome)
+
+    def _learn(self, job: Job, task: TaskState) -> None:
+        """Remember how long this task took, for the next tasks' first poll (jobs.timing)."""
+        started = self._submitted_at.get(job.id)
+        now = time.monotonic()
+        raw = task.raw if isinstance(task.raw, dict) else {}
+        seconds = timing.task_seconds(
+            _number(raw.get("created_at")),
+            _number(raw.get("completed_at")),
+            now if started is None else started,
+            now,
+        )
+        if started is None and seconds == 0.0 and "completed_at" not in raw:
+            return  # submitted before a restart, and the API gave no times: nothing learned
+        kept = self._task_times.setdefault(_kind_of(job), deque(maxlen=timing.LEARN_WINDOW))
+        kept.append(seconds)
 
     async def _download(self, job: Job) -> None:
         assert job.result_url is not None
@@ -347,6 +395,15 @@ class Engine(Intake, Waiting, Leases, Settling):
             await self._apply(job, interpret_written(written, sha, result.format))
         finally:
             self._critical -= 1
+
+
+def _kind_of(job: Job) -> tuple[str, str]:
+    """What a task's time depends on: its model and resolution."""
+    return (str(job.request.get("model")), str(job.request.get("resolution") or ""))
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

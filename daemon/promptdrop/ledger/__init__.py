@@ -12,6 +12,7 @@ from pathlib import Path
 from promptdrop.ledger.base import LedgerBase
 from promptdrop.ledger.errors import BudgetSpent, LeaseLost, LedgerUnavailable
 from promptdrop.ledger.paths import PathCodec, default_host_id
+from promptdrop.ledger.pauses import ALL_RULES
 from promptdrop.ledger.records import Budget
 from promptdrop.ledger.states import ALLOWED, FINAL, IllegalTransition, JobState
 from promptdrop.ledger.store import (
@@ -28,6 +29,7 @@ from promptdrop.ledger.store import (
 
 __all__ = [
     "ALLOWED",
+    "ALL_RULES",
     "FINAL",
     "LEDGER_NAME",
     "Budget",

@@ -4,8 +4,8 @@
 on the four primitives of `ledger.core` that each backend supplies. Its parts, one concern
 each: `jobs` (creating and moving jobs), `sources` (prompt files), `outputs` (files written),
 `uploads` (reference images sent), `counts` (budgets, spend, deliveries), `leases` (claims,
-take-over and crash recovery). The records are in `records`, the errors in `errors`, the path
-codec in `paths`, the legal moves in `states`.
+take-over and crash recovery), `pauses` (`promptdrop pause`). The records are in `records`, the
+errors in `errors`, the path codec in `paths`, the legal moves in `states`.
 
 Leases: a host `claim`s a job before it sends anything for it, `renew`s all its claims while
 it works, and loses them when it stops renewing for `ttl` seconds; another host may then claim
@@ -23,6 +23,7 @@ from promptdrop.ledger.errors import BudgetSpent, LeaseLost, LedgerUnavailable, 
 from promptdrop.ledger.leases import LeasesMixin
 from promptdrop.ledger.outputs import OutputsMixin
 from promptdrop.ledger.paths import PathCodec, default_host_id, default_state_dir
+from promptdrop.ledger.pauses import PausesMixin
 from promptdrop.ledger.records import Budget, Job, Output, Recovery, Source
 from promptdrop.ledger.uploads import UploadsMixin
 
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 
-class LedgerBase(LeasesMixin, OutputsMixin, UploadsMixin):
+class LedgerBase(LeasesMixin, OutputsMixin, UploadsMixin, PausesMixin):
     """The ledger interface and its behaviour; see the module docstring for the backends' part.
 
     Not thread-safe: use one ledger object from one thread.

@@ -120,11 +120,17 @@ def _m004_business_ids(db: Database) -> None:
     )
 
 
+def _m005_pauses(db: Database) -> None:
+    # `promptdrop pause`: one row per paused rule ("*": every rule), kept across restarts.
+    db.table("pauses").create({"rule": str, "since": float}, pk="rule", not_null=["since"])
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_leases", _m002_leases),
     ("003_hosts", _m003_hosts),
     ("004_business_ids", _m004_business_ids),
+    ("005_pauses", _m005_pauses),
 ]
 
 

@@ -116,11 +116,17 @@ _M004 = [
     )""",
 ]
 
+# As SQLite's 005_pauses: `promptdrop pause`, one row per paused rule ("*": every rule).
+_M005 = [
+    "CREATE TABLE pauses (rule TEXT PRIMARY KEY, since DOUBLE PRECISION NOT NULL)",
+]
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("001_initial", _M001),
     ("002_leases", _M002),
     ("003_hosts", _M003),
     ("004_business_ids", _M004),
+    ("005_pauses", _M005),
 ]
 
 # Any constant works; it only has to be the same for every promptdrop host.

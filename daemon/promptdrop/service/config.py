@@ -16,6 +16,7 @@ from pathlib import Path
 from promptdrop.api import DEFAULT_BASE_URL
 from promptdrop.api.ratelimit import RateLimits
 from promptdrop.jobs.engine import EngineOptions
+from promptdrop.jobs.timing import in_flight_for
 from promptdrop.spec import ApiSettings, RuleConfig, RulesFile
 
 CREDENTIAL_NAME = "toapis-api-key"  # the systemd credential (LoadCredential=) holding the key
@@ -110,6 +111,7 @@ def engine_options(opts: WatchOptions) -> EngineOptions:
     api = opts.rules.api
     return replace(
         engine,
+        in_flight=in_flight_for(rate_limits(api).submit_per_s),
         poll_first=api.poll_first if engine.poll_first is None else engine.poll_first,
         poll_interval=api.poll_interval if engine.poll_interval is None else engine.poll_interval,
     )

@@ -24,6 +24,7 @@ import structlog
 
 from promptdrop.backoff import DISK_FULL
 from promptdrop.jobs.engine import Engine
+from promptdrop.jobs.gate import paused_rules
 from promptdrop.ledger import JobState, disk_full
 from promptdrop.service import reloads
 from promptdrop.service.config import WatchOptions, engine_options, missing_folders
@@ -33,7 +34,7 @@ from promptdrop.spec import RuleConfig, RulesFile, SpecError
 from promptdrop.watch import FileEvent, Watcher, WatchRoot
 
 log = structlog.get_logger("promptdrop.service")
-KICK_INTERVAL = 2.0  # how often the ledger is re-read for work that `retry` queued
+KICK_INTERVAL = 2.0  # how often the ledger is re-read for `retry`, `pause` and `resume`
 STATUS_INTERVAL = 5.0  # how often systemd's status line is refreshed
 IDLE_WAIT = 0.5  # the longest wait for a file event in one turn
 READY_PEEK = 0.02  # the wait for an event while READY=1 is owed and the first scan is out
@@ -102,11 +103,15 @@ def start_of_today() -> float:
 
 def status_line(engine: Engine, roots: int) -> str:
     """The one-line summary systemd shows: roots watched, tasks running, images done today,
-    jobs held by a spent daily budget, and a pause if submissions are paused."""
+    jobs held by a spent daily budget, the account pause, and the rules `promptdrop pause`
+    holds."""
     counts = engine.ledger.state_counts()
     done = engine.ledger.done_since(start_of_today())
     pause = engine.pause.reason if engine.pause is not None else None
-    return status_text(roots, counts, done, pause)
+    text = status_text(roots, counts, done, pause)
+    if engine.user_pauses:
+        text += "; paused by promptdrop pause: " + paused_rules(engine.user_pauses)
+    return text
 
 
 def load_new_rules(reload_rules: Callable[[], RulesFile]) -> RulesFile | str:
@@ -184,8 +189,9 @@ async def dispatch(engine: Engine, rules: Mapping[str, RuleConfig], event: FileE
 
 
 async def kick(engine: Engine, rules: Mapping[str, RuleConfig]) -> None:
-    """Pick up what `promptdrop retry` asked for while the daemon runs, and prompt files
-    whose missing reference images have appeared."""
+    """Pick up what `promptdrop retry` and `promptdrop pause` / `resume` asked for while the
+    daemon runs, and prompt files whose missing reference images have appeared."""
+    engine.refresh_pauses()
     engine.resume()
     for src in engine.ledger.sources_with_status("retry"):
         rule = rules.get(src.rule or "")

@@ -123,6 +123,9 @@ class Metrics:
         """Observe one task's time from submit to image written."""
         self.task_seconds.observe(max(seconds, 0.0))
 
+    def job_finished(self, job_id: int, state: JobState) -> None:
+        """Nothing to count: the jobs by state come from the engine's snapshot."""
+
     def snapshot(self) -> Snapshot:
         """Read job states, budgets and the pause, safely from any thread."""
         if threading.get_ident() == self._owner:

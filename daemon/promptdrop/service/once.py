@@ -9,6 +9,8 @@ for a missing price, or the pass was stopped (1).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -17,8 +19,10 @@ from typing import Any
 
 import structlog
 
+from promptdrop import logs
 from promptdrop.jobs.credits import Verdict
 from promptdrop.jobs.engine import Engine
+from promptdrop.jobs.gate import Gate, paused_rules
 from promptdrop.ledger import FINAL, JobState
 from promptdrop.service.config import WatchOptions
 from promptdrop.service.lifecycle import Flags, installed_signals
@@ -41,6 +45,8 @@ async def run_once(engine: Engine, opts: WatchOptions, scan: Scan) -> int:
 
 
 async def _one_pass(engine: Engine, opts: WatchOptions, scan: Scan, flags: Flags) -> int:
+    # A rule held by `promptdrop pause` keeps its jobs pending for the next run: the pass ends.
+    engine.options = dataclasses.replace(engine.options, wait_while_paused=False)
     engine.resume()
     sources = await _hand_over(engine, opts.rules.rules, scan)
     log.info("scan done", prompt_files=len(sources))
@@ -55,6 +61,14 @@ async def _one_pass(engine: Engine, opts: WatchOptions, scan: Scan, flags: Flags
         log.info(
             "files wait for the next day's budget; run again tomorrow, or keep the daemon running",
             files=waiting,
+        )
+    paused = paused_sources(engine, sources)
+    if paused:
+        log.warning(
+            "files not submitted: their rule is paused by promptdrop pause",
+            files=paused,
+            rules=paused_rules(engine.user_pauses),
+            undo="promptdrop resume",
         )
     held = held_sources(engine, sources)
     if held:
@@ -145,52 +159,103 @@ def held_sources(engine: Engine, sources: list[Path]) -> int:
     return n
 
 
+def paused_sources(engine: Engine, sources: list[Path]) -> int:
+    """How many of `sources` have a job left pending because `promptdrop pause` holds it."""
+    n = 0
+    for path in sources:
+        src = engine.ledger.get_source(path)
+        if src is None or src.status != "active" or not src.request_hash:
+            continue
+        jobs = engine.ledger.jobs_for_request(src.request_hash)
+        if any(j.image_index <= (src.image_count or 1) and engine.paused_by_user(j) for j in jobs):
+            n += 1
+    return n
+
+
 def all_done(engine: Engine, sources: list[Path]) -> bool:
-    """Whether every source is valid and each of its jobs is done or waiting for the budget."""
+    """Whether every source is valid and each of its jobs is done, or waits for the budget or
+    for `promptdrop resume`."""
     ok = True
     for path in sources:
         status, states = jobs_of(engine, path)
-        # Waiting for tomorrow's budget is not a failure: the rule asked for it.
-        if status != "active" or any(s not in (JobState.DONE, JobState.WAITING) for s in states):
+        src = engine.ledger.get_source(path)
+        # Waiting for tomorrow's budget or a resume is not a failure: the user asked for it.
+        fine = [JobState.DONE, JobState.WAITING]
+        gate = engine.submit_decision(src.rule).gate if src is not None else Gate.GO
+        if gate in (Gate.RULE_PAUSED, Gate.ALL_PAUSED):
+            fine += [JobState.PENDING, JobState.UPLOADING]
+        if status != "active" or any(s not in fine for s in states):
             ok = False
     return ok
 
 
 class Progress:
-    """A progress bar on a terminal; a log line every 10 s otherwise."""
+    """A progress bar on a terminal; a log line every 10 s otherwise.
+
+    Counted in memory: the ledger is read once, when every file has been handed over; from then
+    on the engine says which jobs finished (`EngineObserver.job_finished`). While the bar is
+    shown, log lines are written above it (`logs.around_bars`), never over it.
+    """
 
     def __init__(self, engine: Engine, sources: list[Path], *, enabled: bool) -> None:
-        self.engine = engine
-        self.sources = sources
+        self.total = 0
+        self.finished = 0
+        self._open: dict[int, int] = {}  # unfinished job id -> how many of the sources want it
+        for path in sources:
+            self._count(engine, path)
+        engine.observe(self)
         self.bar: Any = None
         self.last_log = time.monotonic()
+        self._bars = contextlib.ExitStack()
         if enabled:
             from tqdm import tqdm  # type: ignore[import-untyped]
 
-            self.bar = tqdm(total=self._total(), unit="image", file=sys.stderr)
+            self._bars.enter_context(logs.around_bars())
+            self.bar = tqdm(total=self.total, unit="image", file=sys.stderr, dynamic_ncols=True)
 
-    def _total(self) -> int:
-        return sum(max(len(jobs_of(self.engine, p)[1]), 1) for p in self.sources)
+    def _count(self, engine: Engine, path: Path) -> None:
+        status, _ = jobs_of(engine, path)
+        src = engine.ledger.get_source(path)
+        if status != "active" or src is None or not src.request_hash:
+            self.total += 1  # refused, blocked...: one step, already taken
+            self.finished += 1
+            return
+        jobs = [
+            j
+            for j in engine.ledger.jobs_for_request(src.request_hash)
+            if j.image_index <= (src.image_count or 1)
+        ]
+        self.total += max(len(jobs), 1)
+        for job in jobs:
+            if job.state in FINAL:
+                self.finished += 1
+            else:
+                self._open[job.id] = self._open.get(job.id, 0) + 1
 
-    def _finished(self) -> int:
-        n = 0
-        for p in self.sources:
-            status, states = jobs_of(self.engine, p)
-            n += 1 if status != "active" else sum(1 for s in states if s in FINAL)
-        return n
+    # EngineObserver
+    def submitted(self, rule: str | None) -> None:
+        """Not counted: the bar counts finished images."""
+
+    def task_done(self, seconds: float) -> None:
+        """Not counted: `job_finished` follows."""
+
+    def job_finished(self, job_id: int, state: JobState) -> None:
+        """One of the pass's jobs is done, failed or ambiguous: one step (per file wanting it)."""
+        self.finished += self._open.pop(job_id, 0)
 
     def update(self) -> None:
         """Bring the bar (or, every LOG_EVERY seconds, the log) up to date."""
-        done = self._finished()
         if self.bar is not None:
-            self.bar.n = done
+            self.bar.n = self.finished
             self.bar.refresh()
         elif time.monotonic() - self.last_log >= LOG_EVERY:
             self.last_log = time.monotonic()
-            log.info("progress", finished=done, total=self._total())
+            log.info("progress", finished=self.finished, total=self.total)
 
     def close(self) -> None:
         """Show the final count and release the terminal line."""
         if self.bar is not None:
             self.update()
             self.bar.close()
+            self.bar = None
+        self._bars.close()
