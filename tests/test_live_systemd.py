@@ -176,6 +176,9 @@ def _exercise(unit: Unit, ledger: str) -> list[str]:
     journal = box.run("journalctl", "--no-pager", "-o", "cat").stdout
     if "the new rules were refused" not in journal:
         problems.append("the journal does not say the new rules were refused")
+    for line in journal.splitlines():
+        if "226/NAMESPACE" in line or "namespace setup failed" in line:
+            problems.append(f"a reload could not enter the sandbox: {line.strip()}")
 
     unit.set_rules(_rules(unit.folder, "16:9"))  # fixed again, for the restart below
 
