@@ -11,8 +11,8 @@ is clean; the ledger is where the README says.
 Set PROMPTDROP_LIVE_UNITS to a folder holding other units (promptdrop.service and
 user/promptdrop.service, e.g. an older release's) to run the same checks against them.
 Skipped, saying why, where the machine cannot boot a container; under CI it must run.
-Test-only timings come from a drop-in (WatchdogSec=2s, RestartSec=1s), and the package is
-linked from this checkout's environment rather than installed again from PyPI.
+Test-only timings come from a drop-in (WatchdogSec=2s, RestartSec=1s, TimeoutAbortSec=1s), and
+the package is linked from this checkout's environment rather than installed again from PyPI.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def _test_drop_in(emulator: Emulator) -> str:
     return (
         "[Service]\n"
         f"Environment=TOAPIS_BASE_URL={emulator.base_url}\n"
-        "WatchdogSec=2s\nRestartSec=1s\nTimeoutAbortSec=3s\n"
+        "WatchdogSec=2s\nRestartSec=1s\nTimeoutAbortSec=1s\n"
     )
 
 
