@@ -509,7 +509,9 @@ def test_the_stop_signal_only_sets_a_flag_and_the_earlier_handlers_come_back() -
             signal.signal(sig, handler)
 
 
-def test_a_missing_watched_folder_is_a_config_error_naming_its_rule(tmp_path: Path) -> None:
+def test_a_missing_folder_named_on_the_command_line_is_a_config_error(tmp_path: Path) -> None:
+    """A rules file's missing folder is waited for (see test_cli_hostile.py); one named on the
+    command line is most likely a typo, and --once has nothing to wait for."""
     from promptdrop.service.config import ConfigError
     from promptdrop.service.lifecycle import require_folders
     from promptdrop.spec import rules_for_folders
@@ -517,6 +519,9 @@ def test_a_missing_watched_folder_is_a_config_error_naming_its_rule(tmp_path: Pa
     there = tmp_path / "there"
     there.mkdir()
     rules = rules_for_folders([there, tmp_path / "gone"]).rules
-    with pytest.raises(ConfigError, match=r"gone does not exist \(rule"):
+    with pytest.raises(ConfigError, match=r"the folder .*gone does not exist: check its name"):
         asyncio.run(require_folders(rules))
+    with pytest.raises(ConfigError, match=r"gone does not exist \(rule 'gone'\): --once"):
+        asyncio.run(require_folders(rules, from_rules_file=True, once=True))
+    asyncio.run(require_folders(rules, from_rules_file=True))  # waited for
     asyncio.run(require_folders(rules[:1]))  # an existing folder alone is fine

@@ -226,7 +226,6 @@ def _key_places(tmp_path: Path, file_key: str | None, credential: str | None) ->
         ("from-file", "from-cred", "from-env", "from-file", "the file"),
         (None, "from-cred", "from-env", "from-cred", "the systemd credential 'toapis-api-key'"),
         (None, "", "from-env", "from-env", "TOAPIS_API_KEY"),
-        ("", None, "from-env", "from-env", "TOAPIS_API_KEY"),
         (None, None, "", None, "TOAPIS_API_KEY"),
     ],
 )
@@ -238,13 +237,21 @@ def test_the_key_comes_from_the_file_then_the_credential_then_the_variable(
     key: str | None,
     source: str,
 ) -> None:
-    """An empty file or credential is passed over; the source named never holds the key."""
+    """An empty credential is passed over; the source named never holds the key."""
     key_file = _key_places(tmp_path, file_key, credential)
     environ = {"CREDENTIALS_DIRECTORY": str(tmp_path / "credentials"), "TOAPIS_API_KEY": variable}
     assert resolve_api_key(key_file, environ) == key
     found = key_source(key_file, environ)
     assert found.startswith(source)
     assert key is None or key not in found
+
+
+def test_an_empty_key_file_is_a_config_error_saying_it_is_empty(tmp_path: Path) -> None:
+    """The file was named on purpose: another key (another account) is not used in its place."""
+    empty = tmp_path / "key"
+    empty.write_text("\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"the API key file .*key is empty"):
+        resolve_api_key(empty, {"TOAPIS_API_KEY": "from-env"})
 
 
 def test_an_unreadable_key_file_is_a_config_error_not_a_fallback(tmp_path: Path) -> None:

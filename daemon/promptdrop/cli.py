@@ -33,6 +33,8 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     from promptdrop import logs
     from promptdrop.commands.watch import WatchArgs, run_watch
 
+    if args.dry_run:
+        return _cmd_dry_run(args)
     logs.configure(json=None if args.log_format == "auto" else args.log_format == "json")
     watch = WatchArgs(
         folders=[Path(f) for f in args.folders],
@@ -236,7 +238,32 @@ def _add_watch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="with --ledger: how soon another host takes over the jobs of one that "
         "stopped (default 30)",
     )
+    _add_dry_run(p)
     p.set_defaults(func=_cmd_watch)
+
+
+def _cmd_dry_run(args: argparse.Namespace) -> int:
+    from promptdrop.commands.dryrun import run_dry_watch
+
+    return run_dry_watch(
+        [Path(f) for f in args.folders],
+        _path(args.rules),
+        _path(args.state_dir),
+        args.ledger,
+        sys.stdout,
+        sys.stderr,
+    )
+
+
+def _add_dry_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="implies --once: read, check and plan every prompt file as watch would, and "
+        "print what would be submitted (tasks, uploads, credits) without calling the API, "
+        "without a key, and without writing to the folders or the ledger; exit 1 when a "
+        "file is invalid",
+    )
 
 
 def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -404,6 +431,70 @@ def _add_completion(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=_cmd_completion)
 
 
+def _cmd_init(args: argparse.Namespace) -> int:
+    from promptdrop.commands.init import run_init
+
+    return run_init(Path(args.folder), sys.stdout, sys.stderr)
+
+
+def _add_init(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "init",
+        help="write a starter rules file, a drop folder and an example prompt",
+        description="Write FOLDER/promptdrop.rules.toml (commented) watching FOLDER/drop, "
+        "and an example prompt file in FOLDER/drop, then print the commands to run next. "
+        "Never overwrites: when any of these files exists, nothing is written (exit 1).",
+    )
+    p.add_argument(
+        "folder", nargs="?", default=".", help="where to start (default: the current folder)"
+    )
+    p.set_defaults(func=_cmd_init)
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    import time
+
+    from promptdrop.commands.history import run_history
+
+    return run_history(
+        [Path(f) for f in args.folders],
+        since=args.since,
+        as_json=args.json,
+        rules_path=_path(args.rules),
+        state_dir=_path(args.state_dir),
+        ledger_url=args.ledger,
+        now=time.time(),
+        out=sys.stdout,
+        err=sys.stderr,
+    )
+
+
+def _add_history(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "history",
+        help="every paid task, newest first, and what was spent per rule and per day",
+        description="List every paid task in the ledger, newest first: local time, state "
+        "(done, failed, running, ambiguous, or refunded when the API proved it created "
+        "nothing), rule, prompt file, its images now, task id, model, size and resolution; "
+        "then the tasks per rule and per day, and their credits with --rules when the rules "
+        "file has [prices].",
+    )
+    p.add_argument(
+        "folders", nargs="*", metavar="FOLDER", help="only tasks of prompt files under it"
+    )
+    p.add_argument(
+        "--since",
+        metavar="DATE",
+        help="only tasks sent from then on: 2026-12-01, 2026-12-01T09:30, today, yesterday, "
+        "7d, 12h",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object: tasks and totals")
+    p.add_argument("--rules", metavar="FILE", help="price the tasks by this rules file's [prices]")
+    _state_dir_option(p)
+    _ledger_option(p)
+    p.set_defaults(func=_cmd_history)
+
+
 def _cmd_reload(args: argparse.Namespace) -> int:
     from promptdrop.commands.reload import run_reload
 
@@ -458,17 +549,70 @@ def build_parser() -> argparse.ArgumentParser:
     _add_emulator(sub)
     _add_pause(sub)
     _add_completion(sub)
+
+    _add_init(sub)
+    _add_history(sub)
     _add_reload(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        _flush()  # --help and --version wrote to stdout: a closed pipe must end quietly too
+        raise
+    except BrokenPipeError:
+        return _closed_pipe()
     if not getattr(args, "func", None):
         parser.print_help()
+        _flush()
+        return 2
+    from promptdrop.commands.failure import empty_argument
+
+    empty = empty_argument(args)
+    if empty is not None:
+        print(f"promptdrop {args.command}: {empty}", file=sys.stderr)
         return 2
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, not at exit: a reader gone meanwhile is caught below
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _closed_pipe()
+    except Exception as exc:
+        return _internal_error(exc, args)
+
+
+def _flush() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise SystemExit(_closed_pipe()) from None
+
+
+def _closed_pipe() -> int:
+    from promptdrop.commands.failure import closed_pipe
+
+    return closed_pipe()
+
+
+def _internal_error(exc: Exception, args: argparse.Namespace) -> int:
+    """The last line of defence: one line on stderr (the key masked), the traceback only
+    with PROMPTDROP_DEBUG=1; exit 1."""
+    import os
+    import traceback
+
+    from promptdrop.commands.failure import debugging, internal_error_line, masked, secrets
+
+    hidden = secrets(getattr(args, "api_key_file", None), os.environ)
+    try:
+        if debugging(os.environ):
+            print(masked("".join(traceback.format_exception(exc)), hidden), file=sys.stderr)
+        print(internal_error_line(exc, hidden), file=sys.stderr)
+    except OSError:
+        pass  # stderr itself is gone: the exit code is all that is left to say it
+    return 1

@@ -51,22 +51,55 @@ def _checker(path: Path, root: Path) -> Callable[[], object] | None:
     return None
 
 
+def _near_misses(folder: Path, limit: int = 3) -> list[str]:
+    """A few names under `folder` that look meant as prompt files but are not read as such
+    (`poster.toml`, `cat.prompt.txt`), relative to `folder`."""
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden_folder(d))
+        for name in sorted(filenames):
+            if name.endswith(".toml") or ".prompt" in name:
+                found.append(os.path.relpath(Path(dirpath) / name, folder))
+                if len(found) >= limit:
+                    return found
+    return found
+
+
+def nothing_found(folder: Path, near: Sequence[str]) -> str:
+    """The line for a folder in which there is nothing to check."""
+    text = (
+        f"promptdrop check: {folder} holds no prompt files (NAME{PROMPT_SUFFIX}) and no "
+        f"folder defaults ({DEFAULTS_NAME}): nothing was checked"
+    )
+    if near:
+        text += (
+            f"; not read as prompt files: {', '.join(near)} (a prompt file's name ends in "
+            f"{PROMPT_SUFFIX}; name a rules file to check it)"
+        )
+    return text
+
+
 def _collect(
     paths: Sequence[Path], root: Path | None
-) -> tuple[list[tuple[Path, Callable[[], object]]], list[str]]:
-    """Each file to check with its checker, and the usage errors (paths that cannot be)."""
+) -> tuple[list[tuple[Path, Callable[[], object]]], list[str], list[str]]:
+    """Each file to check with its checker, the usage errors (paths that cannot be), and a
+    line for each folder with nothing to check."""
     jobs: list[tuple[Path, Callable[[], object]]] = []
     usage_errors: list[str] = []
+    empty: list[str] = []
     for given in paths:
         given = Path(given)
         if not os.path.lexists(given):
             usage_errors.append(f"promptdrop check: no such file or folder: {given}")
         elif given.is_dir():
             folder_root = root if root is not None else given
+            before = len(jobs)
             for found in _found_in(given):
                 check = _checker(found, folder_root)
                 if check is not None:
                     jobs.append((found, check))
+            if len(jobs) == before:
+                empty.append(nothing_found(given, _near_misses(given)))
         else:
             check = _checker(given, root if root is not None else given.absolute().parent)
             if check is None:
@@ -76,7 +109,7 @@ def _collect(
                 )
             else:
                 jobs.append((given, check))
-    return jobs, usage_errors
+    return jobs, usage_errors, empty
 
 
 def run_check(paths: Sequence[Path], out: TextIO, root: Path | None = None) -> int:
@@ -85,10 +118,12 @@ def run_check(paths: Sequence[Path], out: TextIO, root: Path | None = None) -> i
     Folders are searched recursively for `*.prompt.toml` and `.promptdrop.toml`; a file given
     by name may also be a rules file (any other `*.toml`). The watched root used for `..` and
     symlink checks is `root`, else the folder argument, else a file argument's folder. Ends with
-    a summary line. Returns 0 when all files are valid, 1 when any has a problem, 2 when a path
-    does not exist or is not a file promptdrop reads (nothing is checked then).
+    a summary line. Returns 0 when all files are valid, 1 when any has a problem or a folder
+    holds nothing to check (a check that read nothing proved nothing: most likely a wrong
+    folder or misnamed files), 2 when a path does not exist or is not a file promptdrop reads
+    (nothing is checked then).
     """
-    jobs, usage_errors = _collect(paths, root)
+    jobs, usage_errors, empty = _collect(paths, root)
     if usage_errors:
         for line in usage_errors:
             print(line, file=out)
@@ -106,7 +141,14 @@ def run_check(paths: Sequence[Path], out: TextIO, root: Path | None = None) -> i
                 if problem not in printed:
                     printed.add(problem)
                     print(problem, file=out)
+    for line in empty:
+        print(line, file=out)
+    if not jobs:
+        return EXIT_PROBLEMS
     files = f"{len(jobs)} file" + ("" if len(jobs) == 1 else "s")
+    if empty and not failed:
+        print(f"checked {files}: all valid, but {len(empty)} folder(s) held none", file=out)
+        return EXIT_PROBLEMS
     if failed:
         print(f"checked {files}: {failed} with problems", file=out)
         return EXIT_PROBLEMS

@@ -8,14 +8,12 @@ The checks of the machine itself are in `doctor_checks`; the key, the API and th
 from __future__ import annotations
 
 import asyncio
-import os
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
 from promptdrop.api import (
-    DEFAULT_BASE_URL,
     AccountBlocked,
     ApiError,
     Balance,
@@ -36,8 +34,8 @@ from promptdrop.commands.doctor_checks import (
     read_int,
     state_check,
 )
-from promptdrop.service.config import ConfigError, key_source, resolve_api_key
-from promptdrop.spec import RulesFile, SpecError, read_rules, rules_for_folders
+from promptdrop.service.config import ConfigError, key_source, resolve_api_key, resolve_base_url
+from promptdrop.spec import ApiSettings, RulesFile, SpecError, read_rules, rules_for_folders
 
 __all__ = [
     "INSTANCES_FIX",
@@ -55,6 +53,11 @@ __all__ = [
 KEY_HELP = (
     "set TOAPIS_API_KEY, or pass --api-key-file FILE, or (under systemd) give the "
     "credential 'toapis-api-key' with LoadCredential="
+)
+
+ADDRESS_HELP = (
+    "set TOAPIS_BASE_URL (or [api] base_url in the rules file) to the API's address, such "
+    "as https://toapis.com, or leave both unset"
 )
 
 # --- the key and the API ----------------------------------------------------------------------
@@ -155,7 +158,10 @@ async def api_checks(api_key: str, base_url: str, *, timeout: float = 10.0) -> l
             connect_timeout=min(5.0, timeout),
         )
     except ValueError as exc:
-        return [Check("API key", str(exc), KEY_HELP)]
+        return [
+            Check("API address", str(exc), ADDRESS_HELP),
+            Check("API key", "not checked: the API address is unusable"),
+        ]
     async with client:
         try:
             balance = await client.balance()
@@ -187,6 +193,19 @@ def key_checks(api_key_file: Path | None, base_url: str) -> list[Check]:
     if not key_row.problem and not key_row.result.startswith("not checked"):
         found[0] = Check(key_row.name, f"{key_row.result} (key from {key_source(api_key_file)})")
     return found
+
+
+def address_or_key_checks(rules: RulesFile | None, api_key_file: Path | None) -> list[Check]:
+    """The key and API rows; when the API address itself is unusable, a row saying so instead
+    (the key cannot be blamed for an address that no request can be sent to)."""
+    try:
+        base_url = resolve_base_url(rules.api if rules is not None else ApiSettings())
+    except ConfigError as exc:
+        return [
+            Check("API address", str(exc), ADDRESS_HELP),
+            Check("API key", "not checked: the API address is unusable"),
+        ]
+    return key_checks(api_key_file, base_url)
 
 
 # --- the whole run ----------------------------------------------------------------------------
@@ -244,12 +263,7 @@ def diagnose(
 ) -> list[Check]:
     """Run every check; never raises for a problem it can describe."""
     rules_row, rules = rules_check(rules_path, folders)
-    base_url = (
-        os.environ.get("TOAPIS_BASE_URL")
-        or (rules.api.base_url if rules is not None else None)
-        or DEFAULT_BASE_URL
-    )
-    checks = [rules_row, *key_checks(api_key_file, base_url)]
+    checks = [rules_row, *address_or_key_checks(rules, api_key_file)]
     if rules is not None:
         checks.extend(folder_checks(rules))
     checks.append(state_check(state_dir))

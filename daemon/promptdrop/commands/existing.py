@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import TextIO
 
@@ -14,6 +15,7 @@ from promptdrop.ledger import (
     default_state_dir,
     open_ledger,
 )
+from promptdrop.service.config import ledger_problem
 
 
 def state_dir_or_default(state_dir: Path | None) -> Path:
@@ -36,7 +38,11 @@ def open_existing(
                 file=err,
             )
             return None
-        return Ledger(path)
+        try:
+            return Ledger(path)
+        except sqlite3.DatabaseError as exc:
+            print(f"promptdrop {command}: {ledger_problem(path, exc)}", file=err)
+            return None
     try:
         return open_ledger(ledger_url, folder)
     except (LedgerUrlError, LedgerUnavailable) as exc:

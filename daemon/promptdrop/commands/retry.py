@@ -125,6 +125,9 @@ def run_retry(
     if ledger is None:
         return 1
     with ledger:
+        if not ledger.sources_under(path.absolute()):
+            print(unknown_path(path, _kind(path)), file=err)
+            return 1
         plan = plan_retry(ledger, path, force=force)
         if plan.shared and not yes:
             _ask_for_yes(path, plan.shared, err)
@@ -152,6 +155,34 @@ def run_retry(
         file=out,
     )
     return 0
+
+
+def _kind(path: Path) -> str:
+    try:
+        return "folder" if path.is_dir() else "file" if os.path.lexists(path) else "missing"
+    except OSError:
+        return "missing"
+
+
+def unknown_path(path: Path, kind: str) -> str:
+    """What to say when the ledger knows no prompt file at `path`; `kind` is what the path is
+    on disk: "missing", "folder" or "file"."""
+    if kind == "missing":
+        return (
+            f"promptdrop retry: {path} does not exist, and the ledger knows no prompt file "
+            "there: name a prompt file or a folder that the daemon watches"
+        )
+    if kind == "file" and not path.name.endswith(".prompt.toml"):
+        return (
+            f"promptdrop retry: {path} is not a prompt file (NAME.prompt.toml): name a "
+            "prompt file or a folder that the daemon watches"
+        )
+    what = "no prompt file under" if kind == "folder" else "nothing of"
+    return (
+        f"promptdrop retry: the ledger knows {what} {path}: the daemon has not taken it up "
+        "(is it in a watched folder? does the daemon use this --state-dir?); "
+        "nothing was queued"
+    )
 
 
 def _ask_for_yes(path: Path, shared: list[str], err: TextIO) -> None:

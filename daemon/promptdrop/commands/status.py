@@ -108,24 +108,47 @@ def budget_line(row: Mapping[str, Any]) -> str:
 def job_line(row: dict[str, Any]) -> str:
     """One job of `status_rows` as a line of the text listing."""
     sources = row["sources"]
-    source = sources[0] if sources else "(no prompt file)"
+    source = sources[0] if sources else "(its prompt file is gone)"
     more = f" (+{len(sources) - 1} copies)" if len(sources) > 1 else ""
     line = f"{row['state']:<11} {source}{more} #{row['index']}"
     if row["model"] not in (None, DEFAULT_MODEL) or row["options"]:
         line += f"  [{row['asked']}]"  # the default model's lines stay as short as before
     if row["task_id"]:
         line += f"  task {row['task_id']}"
-    shown = row["current"] or row["outputs"]
+    shown = outputs_text(row)
     if shown:
-        line += f"  -> {Path(shown[-1]).name}"
-        if shown[-1] in row["missing"]:
-            line += " (missing: the file is gone)"
+        line += f"  -> {shown}"
     if row["error"] and row["state"] != "done":
         line += f"  ({row['error']})"
     elif row["state"] == JobState.WAITING:
         reason = row.get("held") or "its folder's daily budget is spent"
         line += f"  (not sent: {reason})"
     return line
+
+
+def outputs_text(row: Mapping[str, Any]) -> str:
+    """Every image a job of `status_rows` wrote, as the JSON lists them: the current ones by
+    name (a full path when not beside its prompt file), each gone one marked, then how many
+    earlier versions are kept; a job with only earlier versions lists them. Empty when it
+    wrote none."""
+    outputs: list[str] = list(row["outputs"])
+    folders = {str(Path(s).parent) for s in row["sources"]}
+
+    def shown(path: str) -> str:
+        name = Path(path).name if str(Path(path).parent) in folders else path
+        return name + (" (missing: the file is gone)" if path in row["missing"] else "")
+
+    current = [o for o in outputs if o in row["current"]]
+    if not current:
+        if not outputs:
+            return ""
+        kept = "an earlier version, kept" if len(outputs) == 1 else "earlier versions, kept"
+        return ", ".join(shown(o) for o in reversed(outputs)) + f" ({kept})"
+    text = ", ".join(shown(o) for o in reversed(current))
+    earlier = len(outputs) - len(current)
+    if earlier:
+        text += f" (+{earlier} earlier version{'s' if earlier != 1 else ''} kept)"
+    return text
 
 
 def counts_line(counts: dict[str, int]) -> str:

@@ -7,6 +7,7 @@ error the user must fix into one line on stderr and exit code 2.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -15,12 +16,16 @@ from pathlib import Path
 from typing import TextIO
 
 from promptdrop import logs
-from promptdrop.api import DEFAULT_BASE_URL
 from promptdrop.commands.existing import state_dir_or_default
 from promptdrop.jobs.engine import EngineOptions
 from promptdrop.jobs.lookups import policy_from
 from promptdrop.ledger import LedgerUnavailable
-from promptdrop.service.config import ConfigError, WatchOptions, resolve_api_key
+from promptdrop.service.config import (
+    ConfigError,
+    WatchOptions,
+    resolve_api_key,
+    resolve_base_url,
+)
 from promptdrop.service.lifecycle import AlreadyRunning
 from promptdrop.service.runner import run
 from promptdrop.spec import RulesFile, SpecError, read_rules, rules_for_folders
@@ -62,6 +67,27 @@ def rules_loader(args: WatchArgs) -> RulesFile:
     raise _Usage("promptdrop watch: name a folder to watch, or a rules file with --rules")
 
 
+def seconds_problem(option: str, value: float | None, *, most: float) -> str | None:
+    """What is wrong with a number of seconds given on the command line (None: nothing, or
+    not given): it must be a finite number above 0 and at most `most`."""
+    if value is None or (math.isfinite(value) and 0 < value <= most):
+        return None
+    return (
+        f"promptdrop watch: {option} must be a number of seconds above 0 and at most "
+        f"{most:g}; it is {value:g}"
+    )
+
+
+def _check_numbers(args: WatchArgs) -> None:
+    for option, value, most in (
+        ("--poll-interval", args.poll_interval, 3600.0),  # the download link lives 24 hours
+        ("--lease-time", args.lease_time, 86400.0),
+    ):
+        problem = seconds_problem(option, value, most=most)
+        if problem is not None:
+            raise _Usage(problem)
+
+
 def _metrics_address(text: str | None) -> tuple[str, int] | None:
     if not text:
         return None
@@ -76,6 +102,7 @@ def _metrics_address(text: str | None) -> tuple[str, int] | None:
 def watch_options(args: WatchArgs) -> WatchOptions:
     """The daemon's options; the key is registered with the log filter before it is used.
     Raises _Usage, SpecError, ConfigError."""
+    _check_numbers(args)
     rules = rules_loader(args)
     key = resolve_api_key(args.api_key_file)
     if not key:
@@ -85,7 +112,7 @@ def watch_options(args: WatchArgs) -> WatchOptions:
         rules=rules,
         state_dir=state_dir_or_default(args.state_dir),
         api_key=key,
-        base_url=os.environ.get("TOAPIS_BASE_URL") or rules.api.base_url or DEFAULT_BASE_URL,
+        base_url=resolve_base_url(rules.api),
         once=args.once,
         progress=args.once and sys.stderr.isatty(),
         engine=EngineOptions(
@@ -97,6 +124,7 @@ def watch_options(args: WatchArgs) -> WatchOptions:
         reload_rules=lambda: rules_loader(args),
         metrics=_metrics_address(args.metrics),
         ledger=args.ledger or rules.ledger,
+        from_rules_file=args.rules is not None,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import threading
@@ -78,14 +79,81 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="make injected faults repeatable")
 
 
+MAX_PORT = 65535
+FAULTS_EXAMPLE = """'{"error_503": 0.2, "reset": 0.05}'"""
+
+
+def ports_problem(port: int, files_port: int, *, given: bool) -> str | None:
+    """What is wrong with the API port and the files port (None: nothing); `given`: the files
+    port was set with --files-port rather than taken as PORT+1."""
+    if not 0 <= port <= MAX_PORT:
+        return f"--port must be from 0 to {MAX_PORT} (0 picks a free one), not {port}"
+    if not 0 <= files_port <= MAX_PORT:
+        if given:
+            return (
+                f"--files-port must be from 0 to {MAX_PORT} (0 picks a free one), not {files_port}"
+            )
+        return (
+            f"the files host listens on PORT+1 = {files_port}, beyond {MAX_PORT}: choose a "
+            "lower --port, or set --files-port"
+        )
+    return None
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return "a number"
+
+
+def faults_from_json(text: str) -> Faults:
+    """The faults a --faults JSON text asks for. Raises ValueError saying what is wrong."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(
+            f"--faults is not valid JSON ({exc.args[0] if exc.args else exc}); write an "
+            f"object, such as {FAULTS_EXAMPLE}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"--faults must be a JSON object of fault names and values, such as "
+            f"{FAULTS_EXAMPLE}; it is {_json_kind(data)}"
+        )
+    endpoints = data.get("endpoints")
+    if "endpoints" in data and (
+        not isinstance(endpoints, list) or not all(isinstance(e, str) for e in endpoints)
+    ):
+        raise ValueError('endpoints must be a list of names, such as ["submit", "poll"]')
+    try:
+        return Faults.from_dict(data)
+    except TypeError as exc:
+        raise ValueError(f"--faults has a value of the wrong kind ({exc})") from None
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; return 0 then, 1 if a port is taken, 2 on bad options."""
     try:
-        faults = Faults.from_dict(json.loads(args.faults)) if args.faults else Faults()
+        faults = faults_from_json(args.faults) if args.faults else Faults()
         if args.files_port is not None:
             files_port = args.files_port
         else:
             files_port = args.port + 1 if args.port else 0
+        problem = ports_problem(args.port, files_port, given=args.files_port is not None)
+        for option, value in (
+            ("--latency", args.latency),
+            ("--jitter", args.jitter),
+            ("--result-ttl", args.result_ttl),
+            ("--upload-ttl", args.upload_ttl),
+        ):
+            if value is not None and not math.isfinite(value):
+                problem = problem or f"{option} must be a number of seconds, not {value}"
+        if problem is not None:
+            raise ValueError(problem)
         config = EmulatorConfig(
             api_key=args.key or None,
             host=args.host,

@@ -12,6 +12,8 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
 from promptdrop.api import DEFAULT_BASE_URL
 from promptdrop.api.ratelimit import RateLimits
@@ -21,6 +23,7 @@ from promptdrop.spec import ApiSettings, RuleConfig, RulesFile
 
 CREDENTIAL_NAME = "toapis-api-key"  # the systemd credential (LoadCredential=) holding the key
 KEY_VARIABLE = "TOAPIS_API_KEY"
+BASE_URL_VARIABLE = "TOAPIS_BASE_URL"
 
 
 class ConfigError(RuntimeError):
@@ -41,6 +44,9 @@ class WatchOptions:
     metrics: tuple[str, int] | None = None  # serve Prometheus metrics on this address
     # A postgresql:// URL: the ledger shared with other hosts; None: SQLite in state_dir.
     ledger: str | None = None
+    # The rules come from a rules file, whose folders "need not exist yet": the daemon waits
+    # for a missing one (not with --once). Folders named on the command line must exist.
+    from_rules_file: bool = False
 
 
 def _key_files(api_key_file: Path | None, environ: Mapping[str, str]) -> list[Path]:
@@ -55,11 +61,18 @@ def _find_key(api_key_file: Path | None, environ: Mapping[str, str]) -> tuple[st
     """(the key, where it came from), or None; ConfigError when the named file is unreadable."""
     for path in _key_files(api_key_file, environ):
         try:
-            key = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            if path is api_key_file:
-                raise ConfigError(f"cannot read the API key file {path}: {exc.strerror}") from None
-            continue
+            key = _read_key(path)
+        except (OSError, ConfigError) as exc:
+            if path is not api_key_file:
+                continue
+            if isinstance(exc, ConfigError):
+                raise
+            raise ConfigError(f"cannot read the API key file {path}: {exc.strerror}") from None
+        if not key and path is api_key_file:
+            raise ConfigError(
+                f"the API key file {path} is empty: write the key in it (on one line), or "
+                f"leave out --api-key-file to use {KEY_VARIABLE}"
+            )
         if key:
             where = (
                 f"the file {path}"
@@ -69,6 +82,29 @@ def _find_key(api_key_file: Path | None, environ: Mapping[str, str]) -> tuple[st
             return key, where
     key = environ.get(KEY_VARIABLE, "").strip()
     return (key, KEY_VARIABLE) if key else None
+
+
+_MAX_KEY_FILE = 64 * 1024  # far more than any key; /dev/zero must not fill the memory
+
+
+def _read_key(path: Path) -> str:
+    """The key a file holds, stripped. Raises OSError, or ConfigError when it is too large
+    or not text."""
+    # Opened without blocking, then read blocking: a named pipe nobody writes to reads as
+    # empty rather than hanging, while `--api-key-file <(pass show toapis)` still works.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(_MAX_KEY_FILE + 1)
+    finally:
+        os.close(fd)
+    if len(data) > _MAX_KEY_FILE:
+        raise ConfigError(f"the API key file {path} is too large to hold an API key")
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"the API key file {path} is not text (UTF-8)") from None
 
 
 def resolve_api_key(
@@ -90,6 +126,106 @@ def key_source(api_key_file: Path | None = None, environ: Mapping[str, str] | No
     except ConfigError:
         found = None
     return KEY_VARIABLE if found is None else found[1]
+
+
+def base_url_problem(value: str, where: str = BASE_URL_VARIABLE) -> str | None:
+    """What is wrong with an API address (None: nothing), in words naming `where` it was set
+    and an example of a good one."""
+    try:
+        parts = urlsplit(value.strip())
+        parts.port  # noqa: B018 (reading it checks it: a port beyond 65535 raises)
+    except ValueError:
+        parts = None
+    if parts is not None and parts.scheme in ("http", "https") and parts.hostname:
+        return None
+    hint = ""
+    if parts is not None and not parts.scheme.startswith("http") and "://" not in value:
+        hint = f" (did you mean http://{value.strip()}?)"
+    return (
+        f"{where} must be an http:// or https:// address, such as {DEFAULT_BASE_URL} (or "
+        f"http://127.0.0.1:8787 for `promptdrop emulator`); it is {value!r}{hint}"
+    )
+
+
+def resolve_base_url(api: ApiSettings, environ: Mapping[str, str] | None = None) -> str:
+    """The API address: TOAPIS_BASE_URL, else the rules file's [api] base_url, else the
+    default. Raises ConfigError naming the setting when it is not a usable address."""
+    env = os.environ if environ is None else environ
+    value = env.get(BASE_URL_VARIABLE, "")
+    where = BASE_URL_VARIABLE
+    if not value.strip():
+        value, where = api.base_url or DEFAULT_BASE_URL, "[api] base_url in the rules file"
+    problem = base_url_problem(value, where)
+    if problem is not None:
+        raise ConfigError(problem)
+    return value.strip()
+
+
+def state_dir_problem(state_dir: Path, exc: OSError) -> str:
+    """Why the state folder cannot be used, and what to do, for the error `exc` raised while
+    making it or its lock file."""
+    fix = (
+        "give --state-dir (or PROMPTDROP_STATE_DIR) a folder on local disk that you may "
+        "write; it is made if missing"
+    )
+    if isinstance(exc, FileExistsError):
+        return f"the state folder {state_dir} is a file, not a folder: {fix}"
+    if isinstance(exc, NotADirectoryError):
+        return f"the state folder {state_dir} cannot be made: part of its path is a file: {fix}"
+    return f"cannot use the state folder {state_dir} ({exc.strerror or exc}): {fix}"
+
+
+RootKind = Literal["folder", "missing", "file"]
+
+
+def root_kind(path: Path) -> RootKind:
+    """What a watched root is right now (anything that is neither a folder nor missing, such
+    as a fifo, counts as a file). Stats the path: keep it off the event loop."""
+    try:
+        return "folder" if path.is_dir() else "file" if path.exists() else "missing"
+    except OSError:
+        return "missing"
+
+
+def root_refusal(
+    rule: RuleConfig, kind: RootKind, *, from_rules_file: bool, once: bool
+) -> str | None:
+    """Why the daemon cannot start with this root (None: it can; a missing root of a rules
+    file is then waited for). A root that is a file is always refused; a missing one when
+    it was named on the command line (most likely a typo) or with --once (nothing to wait
+    for)."""
+    path = rule.path
+    if kind == "folder":
+        return None
+    if kind == "file":
+        text = f"{path} is a file, not a folder (rule {rule.name!r}): watch takes folders"
+        if str(path).endswith(".prompt.toml"):
+            text += f"; to check a prompt file, run: promptdrop check {path}"
+        return text
+    if not from_rules_file:
+        return f"the folder {path} does not exist: check its name, or create it (mkdir -p {path})"
+    if once:
+        return (
+            f"the watched folder {path} does not exist (rule {rule.name!r}): --once makes what "
+            "is there now; create it, or run without --once to wait for it"
+        )
+    return None
+
+
+def ledger_problem(location: object, exc: Exception) -> str:
+    """Why the SQLite ledger at `location` cannot be opened, for an sqlite3 error `exc`, and
+    what to do (never "delete it": it is the record of what was paid)."""
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return (
+            f"the ledger {location} is damaged or not a promptdrop ledger ({text}): restore "
+            "it from a backup, or give --state-dir another folder (a new ledger there does "
+            "not know what was already paid)"
+        )
+    return (
+        f"cannot open the ledger {location} ({text}): check that its folder is on local disk "
+        "and that you may write it, or give --state-dir another folder"
+    )
 
 
 def missing_folders(rules: Iterable[RuleConfig]) -> list[RuleConfig]:

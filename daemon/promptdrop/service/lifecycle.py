@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import os
 import signal
+import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import structlog
 
 from promptdrop.jobs.engine import Engine
 from promptdrop.ledger import (
+    LEDGER_NAME,
     LedgerBase,
     LedgerUnavailable,
     LedgerUrlError,
@@ -32,7 +34,14 @@ from promptdrop.ledger import (
     open_ledger,
 )
 from promptdrop.outputs import cleanup_temps
-from promptdrop.service.config import ConfigError, WatchOptions, missing_folders
+from promptdrop.service.config import (
+    ConfigError,
+    WatchOptions,
+    ledger_problem,
+    root_kind,
+    root_refusal,
+    state_dir_problem,
+)
 from promptdrop.service.reloads import LOCK_NAME
 from promptdrop.service.sdnotify import Notifier
 from promptdrop.spec import RuleConfig
@@ -82,9 +91,13 @@ def installed_signals(flags: Flags, *, reload: bool = False) -> Iterator[None]:
 
 @contextlib.contextmanager
 def state_lock(state_dir: Path) -> Iterator[None]:
-    """Hold the one-daemon-per-state-directory lock, or raise AlreadyRunning."""
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    """Hold the one-daemon-per-state-directory lock, or raise AlreadyRunning (ConfigError
+    when the folder cannot be made or used)."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(state_dir_problem(state_dir, exc)) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -101,12 +114,25 @@ def state_lock(state_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-async def require_folders(rules: Iterable[RuleConfig]) -> None:
-    """Raise ConfigError naming the first watched folder that does not exist."""
-    missing = await asyncio.to_thread(missing_folders, list(rules))
-    if missing:
-        rule = missing[0]
-        raise ConfigError(f"the watched folder {rule.path} does not exist (rule {rule.name!r})")
+async def require_folders(
+    rules: Iterable[RuleConfig], *, from_rules_file: bool = False, once: bool = False
+) -> None:
+    """Raise ConfigError naming the first watched root the daemon cannot start with (see
+    `root_refusal`); a missing root it may wait for is logged, and the watcher picks it up
+    when it appears."""
+    rules = list(rules)
+    kinds = await asyncio.to_thread(lambda: [root_kind(Path(r.path)) for r in rules])
+    for rule, kind in zip(rules, kinds, strict=True):
+        refusal = root_refusal(rule, kind, from_rules_file=from_rules_file, once=once)
+        if refusal is not None:
+            raise ConfigError(refusal)
+    for rule, kind in zip(rules, kinds, strict=True):
+        if kind == "missing":
+            log.warning(
+                "the watched folder does not exist yet; waiting for it to appear",
+                rule=rule.name,
+                folder=str(rule.path),
+            )
 
 
 def open_for(opts: WatchOptions, notifier: Notifier) -> tuple[LedgerBase, str | None]:
@@ -123,6 +149,8 @@ def open_for(opts: WatchOptions, notifier: Notifier) -> tuple[LedgerBase, str | 
         )
     except (LedgerUrlError, LedgerUnavailable) as exc:
         raise ConfigError(str(exc)) from None
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(ledger_problem(opts.state_dir / LEDGER_NAME, exc)) from None
     # Shared: claims name this daemon; other hosts' live work is left to them.
     host = default_host_id(opts.state_dir) if opts.ledger else None
     return ledger, host

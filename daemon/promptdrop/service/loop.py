@@ -27,7 +27,7 @@ from promptdrop.jobs.engine import Engine
 from promptdrop.jobs.gate import paused_rules
 from promptdrop.ledger import JobState, disk_full
 from promptdrop.service import reloads
-from promptdrop.service.config import WatchOptions, engine_options, missing_folders
+from promptdrop.service.config import WatchOptions, engine_options, root_kind
 from promptdrop.service.lifecycle import Flags, installed_signals, shutdown
 from promptdrop.service.sdnotify import Notifier
 from promptdrop.spec import RuleConfig, RulesFile, SpecError
@@ -127,13 +127,21 @@ def load_new_rules(reload_rules: Callable[[], RulesFile]) -> RulesFile | str:
         error = exc.strerror or str(exc)
         log.error("cannot read the rules file; keeping the rules in use", error=error)
         return f"cannot read the rules file: {error}"
-    missing = [str(r.path) for r in missing_folders(rules.rules)]
-    if missing:
+    kinds = [(r, root_kind(Path(r.path))) for r in rules.rules]
+    files = [str(r.path) for r, kind in kinds if kind == "file"]
+    if files:
         log.error(
-            "a watched folder in the new rules does not exist; keeping the rules in use",
-            folders=missing,
+            "a watched folder in the new rules is a file, not a folder; keeping the rules in use",
+            folders=files,
         )
-        return "a watched folder in the new rules does not exist: " + ", ".join(missing)
+        return "a watched folder in the new rules is a file, not a folder: " + ", ".join(files)
+    for rule, kind in kinds:
+        if kind == "missing":  # the rules file's folders need not exist yet: waited for
+            log.warning(
+                "the watched folder does not exist yet; waiting for it to appear",
+                rule=rule.name,
+                folder=str(rule.path),
+            )
     return rules
 
 

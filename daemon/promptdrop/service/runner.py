@@ -49,7 +49,7 @@ async def run(opts: WatchOptions) -> int:
     (`loop.main_loop`) or the single pass (`once.run_once`), then shutdown. Raises ConfigError
     for what the user must fix, AlreadyRunning when another daemon has the state directory.
     """
-    await require_folders(opts.rules.rules)
+    await require_folders(opts.rules.rules, from_rules_file=opts.from_rules_file, once=opts.once)
     notifier = Notifier()
     with state_lock(opts.state_dir):
         try:
@@ -80,7 +80,10 @@ async def run(opts: WatchOptions) -> int:
                     # Imported here: the metrics module (and prometheus-client) only when asked.
                     from promptdrop.service.metrics import Metrics, start_metrics
 
-                    metrics = start_metrics(opts.metrics, Metrics(engine))
+                    try:
+                        metrics = start_metrics(opts.metrics, Metrics(engine))
+                    except OSError as exc:  # its words say what to do: another port
+                        raise ConfigError(exc.strerror or str(exc)) from None
                 try:
                     if opts.once:
                         return await run_once(engine, opts, scan)
