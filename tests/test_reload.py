@@ -153,3 +153,13 @@ def test_reloading_reports_the_reload_start_as_monotonic_usec(tmp_path: Path) ->
         lines = listener.recv(4096).decode().split("\n")
         notifier.close()
     assert lines[:2] == ["RELOADING=1", "MONOTONIC_USEC=7654321"]
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "soon"])
+def test_a_timeout_that_is_not_a_positive_number_is_a_usage_error(
+    tmp_path: Path, timeout: str
+) -> None:
+    done = cli("reload", "--wait", "--timeout", timeout, env=daemon_env(""), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "argument --timeout: a number of seconds above 0" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -507,6 +507,16 @@ def _cmd_reload(args: argparse.Namespace) -> int:
     )
 
 
+def _reload_timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 86400:
+        raise argparse.ArgumentTypeError(f"a number of seconds above 0, not {text!r}")
+    return value
+
+
 def _add_reload(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "reload",
@@ -521,7 +531,7 @@ def _add_reload(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     p.add_argument(
         "--timeout",
-        type=float,
+        type=_reload_timeout,
         default=90.0,
         metavar="SECONDS",
         help="with --wait: give up after this long (default 90)",
