@@ -49,9 +49,16 @@ def _with_real_program(unit: Path, folder: Path) -> Path:
     text = unit.read_text(encoding="utf-8")
     exec_lines = re.findall(r"^ExecStart=(\S+)", text, flags=re.MULTILINE)
     assert len(exec_lines) == 1 and exec_lines[0].endswith("/promptdrop"), exec_lines
+    program = exec_lines[0]
+    # ExecReload= runs the same program (`promptdrop reload --wait`).
     copy = folder / "promptdrop.service"
     copy.write_text(
-        text.replace(f"ExecStart={exec_lines[0]} ", f"ExecStart={_installed_promptdrop()} "),
+        re.sub(
+            rf"^(Exec\w+=){re.escape(program)} ",
+            lambda m: f"{m.group(1)}{_installed_promptdrop()} ",
+            text,
+            flags=re.MULTILINE,
+        ),
         encoding="utf-8",
     )
     return copy
@@ -112,12 +119,11 @@ def test_the_key_comes_as_a_credential_and_never_through_the_environment(unit: P
     text = unit.read_text(encoding="utf-8")
     directives = dict(re.findall(r"^(\w+)=(.*)$", text, flags=re.MULTILINE))
     assert directives["LoadCredential"].startswith("toapis-api-key:")
-    assert not re.search(r"^Environment(File)?=", text, flags=re.MULTILINE)
+    environment = re.findall(r"^Environment(?:File)?=(.*)$", text, flags=re.MULTILINE)
+    assert all(e.startswith("PROMPTDROP_STATE_DIR=") for e in environment), environment
     assert "TOAPIS_API_KEY" not in text
     assert directives["Type"] == "notify"
-    assert directives["StateDirectory"] == "promptdrop"
     assert directives["Restart"] == "on-failure"
-    assert directives["ExecReload"] == "/bin/kill -HUP $MAINPID"
     # The drain takes up to 8 s (EngineOptions.drain_timeout) plus the watcher's 2 s stop.
     assert directives["TimeoutStopSec"] == "15s"
 
@@ -136,3 +142,28 @@ def test_the_drop_in_verifies_with_the_unit(tmp_path: Path) -> None:
     shutil.copy(DROP_IN, drop_in / "roots.conf")
     done = _verify(unit, tmp_path, user=False)
     assert (done.returncode, done.stdout + done.stderr) == (0, "")
+
+
+def _directives(unit: Path) -> dict[str, str]:
+    return dict(re.findall(r"^(\w+)=(.*)$", unit.read_text(encoding="utf-8"), flags=re.MULTILINE))
+
+
+def test_the_system_reload_waits_for_the_daemon_and_the_ledger_is_its_state_directory() -> None:
+    """Issue 17: not /bin/kill -HUP, which returns before the rules are read."""
+    directives = _directives(SYSTEM_UNIT)
+    assert directives["ExecReload"] == "/usr/local/bin/promptdrop reload --wait"
+    assert directives["StateDirectory"] == "promptdrop"  # /var/lib/promptdrop on every systemd
+
+
+def test_the_user_unit_reloads_and_keeps_its_ledger_in_local_state() -> None:
+    """Issue 17: PrivateIPC= made every ExecReload= fail in a user manager, and
+    StateDirectory= meant ~/.config before systemd 254."""
+    text = USER_UNIT.read_text(encoding="utf-8")
+    directives = _directives(USER_UNIT)
+    assert directives["ExecReload"] == "%h/.local/bin/promptdrop reload --wait"
+    assert not re.search(r"^PrivateIPC=", text, flags=re.MULTILINE)
+    assert not re.search(r"^StateDirectory", text, flags=re.MULTILINE)
+    state = "%h/.local/state/promptdrop"
+    assert directives["Environment"] == f"PROMPTDROP_STATE_DIR={state}"
+    assert directives["ReadWritePaths"] == state
+    assert directives["ExecStartPre"] == f"+/bin/mkdir -p -m 0700 {state}"

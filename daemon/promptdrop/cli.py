@@ -495,6 +495,51 @@ def _add_history(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(func=_cmd_history)
 
 
+def _cmd_reload(args: argparse.Namespace) -> int:
+    from promptdrop.commands.reload import run_reload
+
+    return run_reload(
+        _path(args.state_dir),
+        wait=args.wait,
+        timeout=args.timeout,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
+
+
+def _reload_timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 86400:
+        raise argparse.ArgumentTypeError(f"a number of seconds above 0, not {text!r}")
+    return value
+
+
+def _add_reload(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "reload",
+        help="make the running daemon read its rules file again",
+        description="Signal the daemon that holds the state folder (SIGHUP) to read its rules "
+        "file again. With --wait, return only once it has applied the new rules, or exit 1 "
+        "with the reason when it refused them (it then keeps the rules it had). The systemd "
+        "units run this as ExecReload=, so `systemctl reload` waits too.",
+    )
+    p.add_argument(
+        "--wait", action="store_true", help="wait until the new rules are applied or refused"
+    )
+    p.add_argument(
+        "--timeout",
+        type=_reload_timeout,
+        default=90.0,
+        metavar="SECONDS",
+        help="with --wait: give up after this long (default 90)",
+    )
+    _state_dir_option(p)
+    p.set_defaults(func=_cmd_reload)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="promptdrop",
@@ -517,6 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_init(sub)
     _add_history(sub)
+    _add_reload(sub)
     return parser
 
 

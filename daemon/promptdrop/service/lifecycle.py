@@ -42,12 +42,12 @@ from promptdrop.service.config import (
     root_refusal,
     state_dir_problem,
 )
+from promptdrop.service.reloads import LOCK_NAME
 from promptdrop.service.sdnotify import Notifier
 from promptdrop.spec import RuleConfig
 from promptdrop.watch import Watcher
 
 log = structlog.get_logger("promptdrop.service")
-LOCK_NAME = "daemon.lock"
 
 
 class AlreadyRunning(RuntimeError):

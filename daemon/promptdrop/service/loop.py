@@ -26,6 +26,7 @@ from promptdrop.backoff import DISK_FULL
 from promptdrop.jobs.engine import Engine
 from promptdrop.jobs.gate import paused_rules
 from promptdrop.ledger import JobState, disk_full
+from promptdrop.service import reloads
 from promptdrop.service.config import WatchOptions, engine_options, root_kind
 from promptdrop.service.lifecycle import Flags, installed_signals, shutdown
 from promptdrop.service.sdnotify import Notifier
@@ -113,20 +114,19 @@ def status_line(engine: Engine, roots: int) -> str:
     return text
 
 
-def load_new_rules(reload_rules: Callable[[], RulesFile]) -> RulesFile | None:
-    """The rules file read again, or None (after saying why) when it cannot be used.
+def load_new_rules(reload_rules: Callable[[], RulesFile]) -> RulesFile | str:
+    """The rules file read again, or (after logging it) one line saying why it cannot be used.
 
     Reads files and stats the watched roots: run it off the event loop."""
     try:
         rules = reload_rules()
     except SpecError as exc:
         log.error("the rules file has errors; keeping the rules in use", problems=str(exc))
-        return None
+        return "the rules file has errors: " + "; ".join(str(exc).split("\n"))
     except OSError as exc:
-        log.error(
-            "cannot read the rules file; keeping the rules in use", error=exc.strerror or str(exc)
-        )
-        return None
+        error = exc.strerror or str(exc)
+        log.error("cannot read the rules file; keeping the rules in use", error=error)
+        return f"cannot read the rules file: {error}"
     kinds = [(r, root_kind(Path(r.path))) for r in rules.rules]
     files = [str(r.path) for r, kind in kinds if kind == "file"]
     if files:
@@ -134,7 +134,7 @@ def load_new_rules(reload_rules: Callable[[], RulesFile]) -> RulesFile | None:
             "a watched folder in the new rules is a file, not a folder; keeping the rules in use",
             folders=files,
         )
-        return None
+        return "a watched folder in the new rules is a file, not a folder: " + ", ".join(files)
     for rule, kind in kinds:
         if kind == "missing":  # the rules file's folders need not exist yet: waited for
             log.warning(
@@ -309,13 +309,24 @@ class MainLoop:
             self.notifier.status(status_line(self.engine, len(self.rules.rules)))
 
     async def reload(self) -> None:
-        """Read the rules again (SIGHUP) and use them if they are valid; READY=1 follows once
-        the new roots' first scans are handed over."""
+        """Read the rules again (SIGHUP) and use them if they are valid; acknowledge the
+        outcome in the state folder (see `service.reloads`); READY=1 follows once the new
+        roots' first scans are handed over."""
         assert self.opts.reload_rules is not None
-        self.notifier.reloading()
+        started = reloads.monotonic_ns()
+        self.notifier.reloading(started)
         new = await pinging(self.notifier, self.idle_wait, load_new_rules, self.opts.reload_rules)
-        if new is not None:
+        if isinstance(new, str):
+            outcome = reloads.ReloadOutcome(started, False, new, os.getpid())
+        else:
             await self._use(new)
+            roots = ", ".join(str(r.path) for r in new.rules)
+            outcome = reloads.ReloadOutcome(started, True, f"watching {roots}", os.getpid())
+        # `promptdrop reload --wait` (ExecReload=) returns when this is written: the new
+        # rules are in use, or refused and the old ones kept.
+        problem = reloads.acknowledge(self.opts.state_dir, outcome)
+        if problem is not None:
+            log.warning("cannot write the reload acknowledgement", error=problem)
         self.owe_ready = True
 
     async def _use(self, new: RulesFile) -> None:

@@ -103,9 +103,11 @@ class Notifier:
         """Start-up (or a reload) is complete."""
         self.send("READY=1", *([f"STATUS={status}"] if status else []))
 
-    def reloading(self) -> None:
-        """A reload begins; MONOTONIC_USEC lets newer systemd match it to its reload request."""
-        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    def reloading(self, started_ns: int | None = None) -> None:
+        """A reload begins (at `started_ns` on CLOCK_MONOTONIC, default now); MONOTONIC_USEC
+        lets systemd 253 and later match it to its reload request."""
+        ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC) if started_ns is None else started_ns
+        usec = ns // 1000
         self.send("RELOADING=1", f"MONOTONIC_USEC={usec}", "STATUS=Reloading the rules file")
 
     def stopping(self, status: str | None = None) -> None:
