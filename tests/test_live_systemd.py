@@ -72,10 +72,14 @@ def _rules(folder: str, size: str) -> str:
 
 
 def _test_drop_in(emulator: Emulator) -> str:
+    # A checkout or environment under /tmp (a CI clone) is hidden by the unit's PrivateTmp=:
+    # bound back in read-only, so the service runs this code with its hardening unchanged.
+    under_tmp = [p for p in _needed_folders() if p.is_relative_to("/tmp")]
+    binds = "".join(f"BindReadOnlyPaths={p}\n" for p in under_tmp)
     return (
         "[Service]\n"
         f"Environment=TOAPIS_BASE_URL={emulator.base_url}\n"
-        "WatchdogSec=2s\nRestartSec=1s\nTimeoutAbortSec=1s\n"
+        "WatchdogSec=2s\nRestartSec=1s\nTimeoutAbortSec=1s\n" + binds
     )
 
 
